@@ -1,0 +1,69 @@
+//! How a peer is set up by its driver.
+
+use meshtv_proto::media::ChannelDescriptor;
+use meshtv_proto::NodeId;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// What this peer is in its channel.
+pub enum PeerRole {
+    /// Watches the channel of this name.
+    Viewer { channel: String },
+    /// Publishes the channel: holds the broadcaster's secret key to sign segment headers.
+    Source { descriptor: ChannelDescriptor, secret: [u8; 32] },
+}
+
+/// Deliberate misbehaviour, for tests that prove the swarm survives it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Flip a byte in every piece this peer uploads.
+    CorruptUploads,
+}
+
+pub struct PeerConfig {
+    pub id: NodeId,
+    /// Where other peers can dial this one.
+    pub addr: SocketAddr,
+    pub role: PeerRole,
+    /// Upload capacity offered to the swarm, bits per second.
+    pub upload_bps: u64,
+    /// Seeds the peer's own RNG (partner choice tie-breaks).
+    pub seed: u64,
+    /// Complete segments needed before playback starts.
+    pub start_segments: usize,
+    /// Segments kept behind the playhead, to serve partners that are behind.
+    pub keep_behind_segments: u64,
+    /// How long a piece is left to its stripe parent's push before it is pulled.
+    pub push_grace: Duration,
+    /// A piece still missing this close to its deadline is fetched from the source.
+    pub source_fallback: Duration,
+    /// A request unanswered for this long is retried elsewhere.
+    pub request_timeout: Duration,
+    /// Most requests outstanding at one partner.
+    pub requests_per_partner_max: usize,
+    pub tick: Duration,
+    pub heartbeat: Duration,
+    pub fault: Option<Fault>,
+}
+
+impl PeerConfig {
+    /// Defaults that suit 2 s segments on a real network.
+    pub fn new(id: NodeId, addr: SocketAddr, role: PeerRole) -> PeerConfig {
+        PeerConfig {
+            id,
+            addr,
+            role,
+            upload_bps: 10_000_000,
+            seed: id.0,
+            start_segments: 2,
+            keep_behind_segments: 8,
+            push_grace: Duration::from_millis(800),
+            source_fallback: Duration::from_millis(1500),
+            request_timeout: Duration::from_millis(1500),
+            requests_per_partner_max: 16,
+            tick: Duration::from_millis(100),
+            heartbeat: Duration::from_secs(1),
+            fault: None,
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! The peer state machine. See the crate documentation for what it does.
+
+use crate::buffer::{Buffer, Offer};
+use crate::config::{Fault, PeerConfig, PeerRole};
+use crate::playback::{Playback, SegmentState};
+use crate::scheduler::{self, Decision, Missing, PartnerView, Policy};
+use crate::stats::PeerStats;
+use bytes::Bytes;
+use meshtv_proto::media::{ChannelDescriptor, SegmentHeader, SignedHeader};
+use meshtv_proto::metrics::quantile;
+use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
+use meshtv_proto::sign::{self, Broadcaster};
+use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
+use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+const TICK: TimerId = TimerId(1);
+/// Pieces held while their header is still on its way (pieces and headers travel on
+/// different streams, so a piece may overtake its header).
+const PENDING_PIECES_MAX: usize = 256;
+/// Most segments ahead of the playhead the peer accepts headers for.
+const WINDOW_AHEAD_SEGMENTS: u64 = 32;
+/// Segments a source keeps for fallback requests.
+const SOURCE_KEEP_SEGMENTS: u64 = 16;
+/// Most children one peer serves, whatever the tracker says.
+const CHILDREN_MAX: usize = 64;
+/// Headers a parent sends a new child so it can start at once.
+const HEADERS_ON_SUBSCRIBE: usize = 2;
+
+pub struct Peer {
+    cfg: PeerConfig,
+    rng: rand_chacha::ChaCha8Rng,
+    descriptor: Option<ChannelDescriptor>,
+    signer: Option<Broadcaster>,
+    source: Option<PeerInfo>,
+    rejected: Option<RejectReason>,
+    buffer: Buffer,
+    playback: Playback,
+    /// The parent assigned for each stripe.
+    parents: Vec<Option<PeerInfo>>,
+    /// Mesh partners, with what they announced and what we asked of them.
+    partners: BTreeMap<NodeId, PartnerView>,
+    /// Children and the stripes (bit mask) they asked us to push.
+    children: BTreeMap<NodeId, u32>,
+    /// Outstanding requests: piece → (asked node, when).
+    requested: BTreeMap<(u64, usize), (NodeId, Time)>,
+    /// Headers asked for, so one is not asked for twice at once.
+    headers_requested: BTreeMap<u64, Time>,
+    pending: VecDeque<(NodeId, u64, usize, Bytes)>,
+    /// Peers caught sending bad pieces; never talked to again.
+    banned: BTreeSet<NodeId>,
+    stats: PeerStats,
+    last_heartbeat: Option<Time>,
+}
+
+impl Peer {
+    pub fn new(cfg: PeerConfig) -> Peer {
+        let (descriptor, signer) = match &cfg.role {
+            PeerRole::Source { descriptor, secret } => (Some(descriptor.clone()), Some(Broadcaster::from_secret(*secret))),
+            PeerRole::Viewer { .. } => (None, None),
+        };
+        Peer {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed),
+            parents: vec![None; descriptor.as_ref().map_or(0, |d| d.stripes as usize)],
+            descriptor,
+            signer,
+            source: None,
+            rejected: None,
+            buffer: Buffer::default(),
+            playback: Playback::default(),
+            partners: BTreeMap::new(),
+            children: BTreeMap::new(),
+            requested: BTreeMap::new(),
+            headers_requested: BTreeMap::new(),
+            pending: VecDeque::new(),
+            banned: BTreeSet::new(),
+            stats: PeerStats::default(),
+            last_heartbeat: None,
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.cfg.id
+    }
+
+    pub fn is_source(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// The channel, once the tracker welcomed us (or from the start, for a source).
+    pub fn descriptor(&self) -> Option<&ChannelDescriptor> {
+        self.descriptor.as_ref()
+    }
+
+    /// Why the tracker turned us down, if it did.
+    pub fn rejected(&self) -> Option<&RejectReason> {
+        self.rejected.as_ref()
+    }
+
+    pub fn playback(&self) -> &Playback {
+        &self.playback
+    }
+
+    /// Complete segments from the start of playback on, oldest first and contiguous:
+    /// what the gateway may list in its playlist. `(seq, duration_ms)`.
+    pub fn playable(&self) -> Vec<(u64, u32)> {
+        let Some(start) = self.playback.start_seq.filter(|_| self.playback.started()) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u64, u32)> = Vec::new();
+        for (&seq, slot) in self.buffer.range_from(start) {
+            if out.last().is_some_and(|&(last, _)| last + 1 != seq) || !slot.is_complete() {
+                break;
+            }
+            if out.is_empty() && seq != start && self.buffer.get(seq - 1).is_some_and(|s| !s.is_complete()) {
+                break;
+            }
+            out.push((seq, slot.header.header.duration_ms));
+        }
+        out
+    }
+
+    /// The bytes of a complete segment.
+    pub fn segment(&self, seq: u64) -> Option<Bytes> {
+        self.buffer.get(seq)?.assemble()
+    }
+
+    /// The header of a held segment.
+    pub fn header(&self, seq: u64) -> Option<&SegmentHeader> {
+        self.buffer.get(seq).map(|s| &s.header.header)
+    }
+
+    pub fn stats(&self, now: Time) -> PeerStats {
+        let mut s = self.stats.clone();
+        let p = &self.playback;
+        s.partners = self.partners.len();
+        s.children = self.children.len();
+        s.buffer_s = p.buffer_ms(now, |q| self.segment_state(q)) as f64 / 1000.0;
+        s.stalls = p.stalls;
+        s.stalled_ms = p.stalled_ms + p.stalled_since.map_or(0, |t| now.since(t).as_millis() as u64);
+        s.stall_ms_max = p.stall_ms_max;
+        s.startup_s = p.startup().map(|d| d.as_secs_f64());
+        s.segments_played = p.played_segments;
+        s.bytes_played = p.played_bytes;
+        s.segments_on_time = p.on_time_segments;
+        s.watch_ms = p.watch_ms(now);
+        let mut delays: Vec<f64> = p.live_delays_ms.iter().map(|&d| d as f64 / 1000.0).collect();
+        s.live_delay_p50_s = quantile(&mut delays, 0.5);
+        s.live_delay_p95_s = quantile(&mut delays, 0.95);
+        s.newest_complete_seq = self.buffer.iter().rev().find(|(_, sl)| sl.is_complete()).map(|(&q, _)| q);
+        s
+    }
+
+    /// Source only: signs and publishes a new segment, pushing it to the children.
+    pub fn publish(&mut self, now: Time, seq: u64, duration_ms: u32, data: &[u8], out: &mut Outbox) {
+        let (Some(signer), Some(d)) = (&self.signer, &self.descriptor) else {
+            tracing::warn!("publish called on a viewer; ignored");
+            return;
+        };
+        let header = SegmentHeader::describe(d.id, seq, duration_ms, now.as_millis(), d.piece_bytes, data);
+        let signed = signer.sign(header);
+        let stripes = d.stripes;
+        self.buffer.insert_header(signed.clone(), now);
+        for child in self.children.keys() {
+            out.send(*child, Msg::Header(signed.clone()));
+        }
+        for (index, chunk) in data.chunks(d.piece_bytes as usize).enumerate() {
+            let piece = Bytes::copy_from_slice(chunk);
+            self.buffer.offer(seq, index, piece.clone(), now);
+            self.push_to_children(None, seq, index, &piece, stripes, out);
+        }
+        self.buffer.evict_before(seq.saturating_sub(SOURCE_KEEP_SEGMENTS));
+    }
+
+    fn segment_state(&self, seq: u64) -> Option<SegmentState> {
+        self.buffer.get(seq).map(|slot| SegmentState {
+            duration_ms: slot.header.header.duration_ms,
+            size_bytes: slot.header.header.size_bytes,
+            created_ms: slot.header.header.created_ms,
+            complete_at: slot.complete_at,
+        })
+    }
+
+    fn stripes(&self) -> u8 {
+        self.descriptor.as_ref().map_or(1, |d| d.stripes)
+    }
+
+    fn send_piece(&mut self, to: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
+        let data = match self.cfg.fault {
+            Some(Fault::CorruptUploads) => {
+                let mut v = data.to_vec();
+                if let Some(b) = v.first_mut() {
+                    *b ^= 0xff;
+                }
+                Bytes::from(v)
+            }
+            None => data.clone(),
+        };
+        self.stats.bytes_uploaded += data.len() as u64;
+        out.send(to, Msg::Piece { seq, index: index as u16, data });
+    }
+
+    fn push_to_children(
+        &mut self,
+        from: Option<NodeId>,
+        seq: u64,
+        index: usize,
+        data: &Bytes,
+        stripes: u8,
+        out: &mut Outbox,
+    ) {
+        let bit = 1u32 << SegmentHeader::stripe_of(index, stripes);
+        let targets: Vec<NodeId> =
+            self.children.iter().filter(|(c, m)| *m & bit != 0 && Some(**c) != from).map(|(c, _)| *c).collect();
+        for child in targets {
+            self.send_piece(child, seq, index, data, out);
+        }
+    }
+
+    /// The lowest segment still of interest: older ones are neither stored nor asked for.
+    fn window_low(&self) -> u64 {
+        match self.playback.wanted_from() {
+            Some(s) => s.saturating_sub(self.cfg.keep_behind_segments),
+            None => self.buffer.newest().map_or(0, |n| n.saturating_sub(self.cfg.keep_behind_segments)),
+        }
+    }
+
+    fn in_window(&self, seq: u64) -> bool {
+        if self.is_source() {
+            return false;
+        }
+        let low = self.window_low();
+        match self.playback.wanted_from() {
+            Some(w) => seq >= low && seq <= w + WINDOW_AHEAD_SEGMENTS,
+            None => true,
+        }
+    }
+
+    fn on_header(&mut self, now: Time, from: NodeId, signed: SignedHeader, out: &mut Outbox) {
+        let Some(d) = &self.descriptor else { return };
+        let seq = signed.header.seq;
+        if self.buffer.get(seq).is_some() || !self.in_window(seq) || signed.header.channel != d.id {
+            return;
+        }
+        if let Err(e) = sign::verify(&signed, &d.broadcaster_key) {
+            tracing::warn!(peer = %from, seq, "dropping peer: bad segment header: {e}");
+            self.drop_peer(from, out);
+            return;
+        }
+        self.headers_requested.remove(&seq);
+        self.buffer.insert_header(signed.clone(), now);
+        if self.playback.start_seq.is_none() {
+            self.playback.start_seq = Some(seq);
+        }
+        for child in self.children.keys() {
+            if *child != from {
+                out.send(*child, Msg::Header(signed.clone()));
+            }
+        }
+        // Pieces that overtook this header can be checked now.
+        let waiting: Vec<_> = self.pending.iter().filter(|p| p.1 == seq).cloned().collect();
+        self.pending.retain(|p| p.1 != seq);
+        for (f, s, i, data) in waiting {
+            self.on_piece(now, f, s, i, data, out);
+        }
+    }
+
+    fn on_piece(&mut self, now: Time, from: NodeId, seq: u64, index: usize, data: Bytes, out: &mut Outbox) {
+        if let Some((asked, _)) = self.requested.get(&(seq, index)) {
+            if *asked == from {
+                self.requested.remove(&(seq, index));
+                if let Some(p) = self.partners.get_mut(&from) {
+                    p.outstanding = p.outstanding.saturating_sub(1);
+                }
+            }
+        }
+        if self.is_source() || !self.in_window(seq) {
+            return;
+        }
+        let len = data.len() as u64;
+        match self.buffer.offer(seq, index, data.clone(), now) {
+            Offer::Stored { .. } => {
+                if self.source.as_ref().is_some_and(|s| s.id == from) {
+                    self.stats.bytes_from_source += len;
+                } else {
+                    self.stats.bytes_from_peers += len;
+                }
+                let stripes = self.stripes();
+                self.push_to_children(Some(from), seq, index, &data, stripes, out);
+            }
+            Offer::Duplicate => self.stats.bytes_duplicate += len,
+            Offer::NoHeader => {
+                if self.pending.len() >= PENDING_PIECES_MAX {
+                    self.pending.pop_front();
+                }
+                self.pending.push_back((from, seq, index, data));
+                self.ask_header(now, from, seq, out);
+            }
+            Offer::Bad => {
+                tracing::warn!(peer = %from, seq, index, "dropping peer: piece failed its hash");
+                self.stats.bad_pieces += 1;
+                self.drop_peer(from, out);
+            }
+        }
+    }
+
+    fn ask_header(&mut self, now: Time, from: NodeId, seq: u64, out: &mut Outbox) {
+        let recent = self.headers_requested.get(&seq).is_some_and(|t| now.since(*t) < self.cfg.request_timeout);
+        if !recent {
+            self.headers_requested.insert(seq, now);
+            out.send(from, Msg::GetHeader { seq });
+        }
+    }
+
+    /// Cuts a misbehaving peer off for good and tells the tracker.
+    fn drop_peer(&mut self, peer: NodeId, out: &mut Outbox) {
+        if peer == NodeId::TRACKER || self.source.as_ref().is_some_and(|s| s.id == peer) {
+            // The source signs the stream; a bad piece "from the source" is a bug, not an
+            // attack we can route around.
+            tracing::error!(%peer, "source or tracker sent bad data");
+            return;
+        }
+        if !self.banned.insert(peer) {
+            return;
+        }
+        self.stats.peers_dropped += 1;
+        self.forget(peer);
+        self.pending.retain(|p| p.0 != peer);
+        out.close(peer);
+        out.send(NodeId::TRACKER, Msg::BadPeer { peer });
+    }
+
+    /// Removes every trace of a peer's role as partner, parent or child.
+    fn forget(&mut self, peer: NodeId) {
+        self.partners.remove(&peer);
+        self.children.remove(&peer);
+        for p in self.parents.iter_mut() {
+            if p.as_ref().is_some_and(|p| p.id == peer) {
+                *p = None;
+            }
+        }
+        self.requested.retain(|_, (n, _)| *n != peer);
+    }
+
+    fn apply_assignment(&mut self, parents: Vec<Option<PeerInfo>>, partners: Vec<PeerInfo>, out: &mut Outbox) {
+        let Some(d) = &self.descriptor else { return };
+        let (channel, stripes) = (d.id, d.stripes as usize);
+        let mut parents: Vec<Option<PeerInfo>> = parents.into_iter().take(stripes).collect();
+        parents.resize(stripes, None);
+        for p in parents.iter_mut() {
+            if p.as_ref().is_some_and(|p| self.banned.contains(&p.id) || p.id == self.cfg.id) {
+                *p = None;
+            }
+        }
+        let mask_of = |list: &[Option<PeerInfo>], id: NodeId| {
+            list.iter().enumerate().filter(|(_, p)| p.as_ref().is_some_and(|p| p.id == id)).fold(0u32, |m, (s, _)| m | 1 << s)
+        };
+        let mut nodes: BTreeMap<NodeId, PeerInfo> = BTreeMap::new();
+        for p in self.parents.iter().chain(parents.iter()).flatten() {
+            nodes.insert(p.id, p.clone());
+        }
+        let from_seq = self.playback.wanted_from().unwrap_or(0);
+        for (id, info) in nodes {
+            let (old, new) = (mask_of(&self.parents, id), mask_of(&parents, id));
+            if old != new {
+                if old == 0 && !self.partners.contains_key(&id) {
+                    out.dial(info);
+                }
+                out.send(id, Msg::Subscribe { channel, stripes: new, from_seq });
+            }
+            if new != 0 {
+                self.partners.entry(id).or_default();
+            }
+        }
+        self.parents = parents;
+        for p in partners {
+            if p.id == self.cfg.id || self.banned.contains(&p.id) || self.partners.contains_key(&p.id) {
+                continue;
+            }
+            out.dial(p.clone());
+            out.send(p.id, Msg::Partner { channel });
+            self.partners.insert(p.id, PartnerView::default());
+        }
+    }
+
+    fn on_subscribe(&mut self, from: NodeId, stripes: u32, from_seq: u64, out: &mut Outbox) {
+        if stripes == 0 {
+            self.children.remove(&from);
+            return;
+        }
+        if !self.children.contains_key(&from) && self.children.len() >= CHILDREN_MAX {
+            tracing::warn!(peer = %from, "refusing child: already serving {CHILDREN_MAX}");
+            return;
+        }
+        self.children.insert(from, stripes);
+        // Catch the child up: the newest headers and the pieces of its stripes we hold.
+        let newest: Vec<u64> =
+            self.buffer.iter().rev().map(|(&s, _)| s).filter(|&s| s >= from_seq).take(HEADERS_ON_SUBSCRIBE).collect();
+        let stripe_count = self.stripes();
+        for seq in newest.into_iter().rev() {
+            let Some(slot) = self.buffer.get(seq) else { continue };
+            out.send(from, Msg::Header(slot.header.clone()));
+            let pieces: Vec<(usize, Bytes)> = slot
+                .pieces
+                .iter()
+                .enumerate()
+                .filter(|(i, p)| p.is_some() && stripes & (1 << SegmentHeader::stripe_of(*i, stripe_count)) != 0)
+                .filter_map(|(i, p)| p.clone().map(|p| (i, p)))
+                .collect();
+            for (i, p) in pieces {
+                self.send_piece(from, seq, i, &p, out);
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Time, out: &mut Outbox) {
+        if self.descriptor.is_some() && !self.is_source() {
+            let start_segments = self.cfg.start_segments;
+            let states: BTreeMap<u64, SegmentState> =
+                self.buffer.iter().filter_map(|(&s, _)| self.segment_state(s).map(|st| (s, st))).collect();
+            self.playback.advance(now, start_segments, |s| states.get(&s).copied());
+            self.schedule(now, out);
+            self.announce(out);
+            let low = self.window_low();
+            self.buffer.evict_before(low);
+            self.requested.retain(|(s, _), _| *s >= low);
+            self.headers_requested.retain(|s, _| *s >= low);
+            self.pending.retain(|p| p.1 >= low);
+        }
+        if self.last_heartbeat.is_none_or(|t| now.since(t) >= self.cfg.heartbeat) {
+            self.last_heartbeat = Some(now);
+            let s = self.stats(now);
+            let report = PeerReport {
+                bytes_from_peers: s.bytes_from_peers,
+                bytes_from_source: s.bytes_from_source,
+                bytes_uploaded: s.bytes_uploaded,
+                stalls: s.stalls,
+                buffer_ms: (s.buffer_s * 1000.0) as u64,
+            };
+            out.send(NodeId::TRACKER, Msg::Heartbeat { report });
+        }
+        out.set_timer(now + self.cfg.tick, TICK);
+    }
+
+    /// Sends pull requests for missing pieces, most urgent segments first.
+    fn schedule(&mut self, now: Time, out: &mut Outbox) {
+        let Some(from) = self.playback.wanted_from() else { return };
+        let Some(d) = &self.descriptor else { return };
+        let (stripes, target_ms) = (d.stripes, d.segment_duration_ms_target);
+        let policy = Policy {
+            push_grace: self.cfg.push_grace,
+            source_fallback: self.cfg.source_fallback,
+            requests_per_partner_max: self.cfg.requests_per_partner_max,
+        };
+        let source = self.source.as_ref().map(|s| s.id);
+        let states: BTreeMap<u64, SegmentState> =
+            self.buffer.range_from(from).filter_map(|(&s, _)| self.segment_state(s).map(|st| (s, st))).collect();
+        let mut wanted: Vec<Missing> = Vec::new();
+        for (&seq, slot) in self.buffer.range_from(from) {
+            if slot.is_complete() {
+                continue;
+            }
+            let due = self.playback.due(seq, now, target_ms, |s| states.get(&s).copied());
+            for (index, piece) in slot.pieces.iter().enumerate() {
+                if piece.is_some() {
+                    continue;
+                }
+                let stripe = SegmentHeader::stripe_of(index, stripes) as usize;
+                wanted.push(Missing {
+                    seq,
+                    index,
+                    time_left: due.since(now),
+                    header_age: now.since(slot.header_at),
+                    pushed_by_parent: self.parents.get(stripe).is_some_and(|p| p.is_some()),
+                });
+            }
+        }
+        for m in wanted {
+            if let Some((node, at)) = self.requested.get(&(m.seq, m.index)).copied() {
+                if now.since(at) < self.cfg.request_timeout {
+                    continue;
+                }
+                self.requested.remove(&(m.seq, m.index));
+                if let Some(p) = self.partners.get_mut(&node) {
+                    p.outstanding = p.outstanding.saturating_sub(1);
+                    // It did not deliver: do not count on its map for this segment.
+                    p.have.remove(&m.seq);
+                }
+            }
+            if let Decision::Ask { node, urgent } = scheduler::decide(&m, &self.partners, source, &policy, &mut self.rng)
+            {
+                self.requested.insert((m.seq, m.index), (node, now));
+                if let Some(p) = self.partners.get_mut(&node) {
+                    p.outstanding += 1;
+                }
+                self.stats.requests_sent += 1;
+                if Some(node) == source {
+                    self.stats.requests_to_source += 1;
+                    if !self.partners.contains_key(&node) {
+                        if let Some(s) = self.source.clone() {
+                            out.dial(s);
+                        }
+                    }
+                }
+                out.send(node, Msg::Request { seq: m.seq, index: m.index as u16, urgent });
+            }
+        }
+    }
+
+    /// Tells partners which pieces arrived since the last announcement.
+    fn announce(&mut self, out: &mut Outbox) {
+        let low = self.window_low();
+        let partners: Vec<NodeId> = self.partners.keys().copied().collect();
+        for (&seq, slot) in self.buffer.iter_mut() {
+            if seq < low || slot.received == slot.announced {
+                continue;
+            }
+            slot.announced = slot.received;
+            for p in &partners {
+                out.send(*p, Msg::Have { seq, pieces: slot.have.clone() });
+            }
+        }
+    }
+}
+
+impl Node for Peer {
+    fn on_start(&mut self, now: Time, out: &mut Outbox) {
+        self.playback = Playback::new(now);
+        match &self.cfg.role {
+            PeerRole::Source { descriptor, .. } => out.send(
+                NodeId::TRACKER,
+                Msg::Announce { descriptor: descriptor.clone(), addr: self.cfg.addr, upload_bps: self.cfg.upload_bps },
+            ),
+            PeerRole::Viewer { channel } => out.send(
+                NodeId::TRACKER,
+                Msg::Join { channel: channel.clone(), addr: self.cfg.addr, upload_bps: self.cfg.upload_bps },
+            ),
+        }
+        self.tick(now, out);
+    }
+
+    fn on_message(&mut self, now: Time, from: NodeId, msg: Msg, out: &mut Outbox) {
+        if self.banned.contains(&from) {
+            return;
+        }
+        let from_tracker = from == NodeId::TRACKER;
+        match msg {
+            Msg::Welcome { descriptor, source, .. } if from_tracker && !self.is_source() => {
+                self.parents = vec![None; descriptor.stripes as usize];
+                self.descriptor = Some(descriptor);
+                self.source = Some(source);
+            }
+            Msg::Registered { .. } if from_tracker => {}
+            Msg::Reject { reason } if from_tracker => {
+                tracing::warn!(?reason, "tracker rejected us");
+                self.rejected = Some(reason);
+            }
+            Msg::Assign { parents, partners } if from_tracker => self.apply_assignment(parents, partners, out),
+            Msg::Subscribe { channel, stripes, from_seq } => {
+                if self.descriptor.as_ref().is_some_and(|d| d.id == channel) {
+                    self.on_subscribe(from, stripes, from_seq, out);
+                }
+            }
+            Msg::Partner { channel } => {
+                if self.descriptor.as_ref().is_some_and(|d| d.id == channel) && !self.partners.contains_key(&from) {
+                    self.partners.insert(from, PartnerView::default());
+                    let low = self.window_low();
+                    for (&seq, slot) in self.buffer.range_from(low) {
+                        out.send(from, Msg::Have { seq, pieces: slot.have.clone() });
+                    }
+                }
+            }
+            Msg::Header(h) => self.on_header(now, from, h, out),
+            Msg::GetHeader { seq } => {
+                if let Some(slot) = self.buffer.get(seq) {
+                    out.send(from, Msg::Header(slot.header.clone()));
+                }
+            }
+            Msg::Have { seq, pieces } => {
+                if let Some(p) = self.partners.get_mut(&from) {
+                    p.record_have(seq, pieces);
+                    if self.buffer.get(seq).is_none() && self.in_window(seq) && self.playback.wanted_from().is_some() {
+                        self.ask_header(now, from, seq, out);
+                    }
+                }
+            }
+            Msg::Request { seq, index, .. } => match self.buffer.piece(seq, index as usize).cloned() {
+                Some(data) => self.send_piece(from, seq, index as usize, &data, out),
+                None => out.send(from, Msg::NoPiece { seq, index }),
+            },
+            Msg::Piece { seq, index, data } => self.on_piece(now, from, seq, index as usize, data, out),
+            Msg::NoPiece { seq, index } => {
+                if self.requested.get(&(seq, index as usize)).is_some_and(|(n, _)| *n == from) {
+                    self.requested.remove(&(seq, index as usize));
+                    if let Some(p) = self.partners.get_mut(&from) {
+                        p.outstanding = p.outstanding.saturating_sub(1);
+                        p.have.remove(&seq);
+                    }
+                }
+            }
+            other => tracing::debug!(peer = %from, ?other, "unexpected message ignored"),
+        }
+    }
+
+    fn on_timer(&mut self, now: Time, timer: TimerId, out: &mut Outbox) {
+        if timer == TICK {
+            self.tick(now, out);
+        }
+    }
+
+    fn on_disconnect(&mut self, _now: Time, peer: NodeId, _out: &mut Outbox) {
+        if peer == NodeId::TRACKER {
+            tracing::warn!("lost the tracker; streaming goes on with the partners we have");
+            return;
+        }
+        self.forget(peer);
+    }
+}

@@ -1,0 +1,156 @@
+//! Which missing pieces to pull, from whom, and when.
+//!
+//! A piece is first left to the stripe parent's push (`push_grace` after its header came);
+//! then it is pulled from the least-loaded partner that announced it; a piece still missing
+//! within `source_fallback` of its deadline is fetched from the source, so that peer-to-peer
+//! delivery never costs the viewer a stall it could have avoided (SmoothCache's rule).
+
+use meshtv_proto::msg::PieceMap;
+use meshtv_proto::NodeId;
+use rand::Rng;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What the scheduler knows of a partner.
+#[derive(Debug, Default)]
+pub struct PartnerView {
+    /// Piece maps the partner announced, by segment.
+    pub have: BTreeMap<u64, PieceMap>,
+    /// Requests sent to it and not yet answered.
+    pub outstanding: usize,
+}
+
+/// Most segments of a partner's piece maps remembered.
+pub const HAVE_SEGMENTS_MAX: usize = 32;
+
+impl PartnerView {
+    pub fn has(&self, seq: u64, index: usize) -> bool {
+        self.have.get(&seq).is_some_and(|m| m.get(index))
+    }
+
+    pub fn record_have(&mut self, seq: u64, pieces: PieceMap) {
+        self.have.insert(seq, pieces);
+        while self.have.len() > HAVE_SEGMENTS_MAX {
+            self.have.pop_first();
+        }
+    }
+}
+
+/// One missing piece as the scheduler sees it.
+pub struct Missing {
+    pub seq: u64,
+    pub index: usize,
+    /// Time left until the segment is due for playback.
+    pub time_left: Duration,
+    /// Time since the segment's header arrived.
+    pub header_age: Duration,
+    /// Whether a live parent is expected to push this piece.
+    pub pushed_by_parent: bool,
+}
+
+pub struct Policy {
+    pub push_grace: Duration,
+    pub source_fallback: Duration,
+    pub requests_per_partner_max: usize,
+}
+
+/// Where to ask for a piece.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decision {
+    Wait,
+    Ask { node: NodeId, urgent: bool },
+}
+
+/// Decides for one missing piece. `source` is the channel's source, asked only as a
+/// fallback and never counted against the per-partner bound.
+pub fn decide(
+    piece: &Missing,
+    partners: &BTreeMap<NodeId, PartnerView>,
+    source: Option<NodeId>,
+    policy: &Policy,
+    rng: &mut impl Rng,
+) -> Decision {
+    if piece.pushed_by_parent && piece.header_age < policy.push_grace {
+        return Decision::Wait;
+    }
+    let urgent = piece.time_left < policy.source_fallback * 2;
+    let mut best: Option<(usize, u32, NodeId)> = None;
+    for (id, p) in partners {
+        if Some(*id) == source || !p.has(piece.seq, piece.index) || p.outstanding >= policy.requests_per_partner_max {
+            continue;
+        }
+        let key = (p.outstanding, rng.gen::<u32>());
+        if best.is_none_or(|(o, r, _)| key < (o, r)) {
+            best = Some((key.0, key.1, *id));
+        }
+    }
+    if let Some((_, _, node)) = best {
+        return Decision::Ask { node, urgent };
+    }
+    match source {
+        Some(node) if piece.time_left < policy.source_fallback => Decision::Ask { node, urgent: true },
+        _ => Decision::Wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn policy() -> Policy {
+        Policy {
+            push_grace: Duration::from_millis(800),
+            source_fallback: Duration::from_millis(1500),
+            requests_per_partner_max: 2,
+        }
+    }
+
+    fn missing(time_left_ms: u64, age_ms: u64, pushed: bool) -> Missing {
+        Missing {
+            seq: 5,
+            index: 3,
+            time_left: Duration::from_millis(time_left_ms),
+            header_age: Duration::from_millis(age_ms),
+            pushed_by_parent: pushed,
+        }
+    }
+
+    #[test]
+    fn waits_for_push_then_pulls_from_least_loaded_holder_then_source() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let src = NodeId(99);
+        let mut partners = BTreeMap::new();
+        let mut holder = PartnerView::default();
+        holder.record_have(5, PieceMap::full(8));
+        holder.outstanding = 1;
+        let mut idle_holder = PartnerView::default();
+        idle_holder.record_have(5, PieceMap::full(8));
+        partners.insert(NodeId(1), holder);
+        partners.insert(NodeId(2), idle_holder);
+        partners.insert(NodeId(3), PartnerView::default());
+
+        assert_eq!(decide(&missing(5000, 100, true), &partners, Some(src), &policy(), &mut rng), Decision::Wait);
+        assert_eq!(
+            decide(&missing(5000, 900, true), &partners, Some(src), &policy(), &mut rng),
+            Decision::Ask { node: NodeId(2), urgent: false }
+        );
+        partners.get_mut(&NodeId(1)).unwrap().outstanding = 2;
+        partners.get_mut(&NodeId(2)).unwrap().outstanding = 2;
+        assert_eq!(decide(&missing(5000, 900, false), &partners, Some(src), &policy(), &mut rng), Decision::Wait);
+        assert_eq!(
+            decide(&missing(1000, 900, false), &partners, Some(src), &policy(), &mut rng),
+            Decision::Ask { node: src, urgent: true }
+        );
+    }
+
+    #[test]
+    fn have_maps_are_bounded() {
+        let mut p = PartnerView::default();
+        for s in 0..100 {
+            p.record_have(s, PieceMap::full(1));
+        }
+        assert_eq!(p.have.len(), HAVE_SEGMENTS_MAX);
+        assert!(p.has(99, 0) && !p.has(0, 0));
+    }
+}

@@ -1,0 +1,31 @@
+//! A peer's counters, as the stats API and the simulator read them.
+
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct PeerStats {
+    pub bytes_from_peers: u64,
+    pub bytes_from_source: u64,
+    /// Pieces that arrived twice (wasted transfer).
+    pub bytes_duplicate: u64,
+    pub bytes_uploaded: u64,
+    pub partners: usize,
+    pub children: usize,
+    pub buffer_s: f64,
+    pub stalls: u32,
+    pub stalled_ms: u64,
+    pub stall_ms_max: u64,
+    pub startup_s: Option<f64>,
+    pub segments_played: u64,
+    pub bytes_played: u64,
+    pub segments_on_time: u64,
+    pub watch_ms: u64,
+    pub bad_pieces: u64,
+    pub peers_dropped: u64,
+    pub requests_sent: u64,
+    pub requests_to_source: u64,
+    pub live_delay_p50_s: Option<f64>,
+    pub live_delay_p95_s: Option<f64>,
+    /// The newest segment this peer holds completely.
+    pub newest_complete_seq: Option<u64>,
+}
