@@ -1,0 +1,287 @@
+//! The tracker state machine. See the crate documentation for what it does.
+
+use crate::assignment::{Member, Trees};
+use meshtv_proto::media::ChannelDescriptor;
+use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
+use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const TICK: TimerId = TimerId(1);
+
+pub struct TrackerConfig {
+    pub seed: u64,
+    /// A peer silent for this long is expired and its children reassigned.
+    pub peer_timeout: Duration,
+    pub tick: Duration,
+    /// Mesh partners handed to each viewer besides its parents.
+    pub partners_per_peer: usize,
+    /// Most viewers admitted to one channel.
+    pub members_per_channel_max: usize,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            seed: 0,
+            peer_timeout: Duration::from_secs(6),
+            tick: Duration::from_millis(500),
+            partners_per_peer: 4,
+            members_per_channel_max: 100_000,
+        }
+    }
+}
+
+struct Channel {
+    descriptor: ChannelDescriptor,
+    trees: Trees,
+}
+
+struct NodeRecord {
+    channel: String,
+    addr: SocketAddr,
+    last_seen: Time,
+    report: PeerReport,
+}
+
+/// What the tracker shows operators (dashboard, logs, tests).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrackerSnapshot {
+    pub channels: Vec<ChannelSnapshot>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelSnapshot {
+    pub name: String,
+    pub source: NodeId,
+    pub viewers: usize,
+    pub bytes_from_peers: u64,
+    pub bytes_from_source: u64,
+    pub stalls: u64,
+}
+
+pub struct Tracker {
+    cfg: TrackerConfig,
+    rng: rand_chacha::ChaCha8Rng,
+    channels: BTreeMap<String, Channel>,
+    nodes: BTreeMap<NodeId, NodeRecord>,
+}
+
+impl Tracker {
+    pub fn new(cfg: TrackerConfig) -> Tracker {
+        Tracker {
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed),
+            cfg,
+            channels: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> TrackerSnapshot {
+        let channels = self
+            .channels
+            .iter()
+            .map(|(name, ch)| {
+                let viewers: Vec<&NodeRecord> = ch
+                    .trees
+                    .members
+                    .keys()
+                    .filter(|id| **id != ch.trees.source)
+                    .filter_map(|id| self.nodes.get(id))
+                    .collect();
+                ChannelSnapshot {
+                    name: name.clone(),
+                    source: ch.trees.source,
+                    viewers: viewers.len(),
+                    bytes_from_peers: viewers.iter().map(|r| r.report.bytes_from_peers).sum(),
+                    bytes_from_source: viewers.iter().map(|r| r.report.bytes_from_source).sum(),
+                    stalls: viewers.iter().map(|r| r.report.stalls as u64).sum(),
+                }
+            })
+            .collect();
+        TrackerSnapshot { channels }
+    }
+
+    /// The parent a member has in each stripe (for tests and the dashboard).
+    pub fn parents(&self, channel: &str, node: NodeId) -> Option<Vec<Option<NodeId>>> {
+        Some(self.channels.get(channel)?.trees.members.get(&node)?.parents.clone())
+    }
+
+    fn info(&self, id: NodeId) -> Option<PeerInfo> {
+        self.nodes.get(&id).map(|r| PeerInfo { id, addr: r.addr })
+    }
+
+    fn slots(descriptor: &ChannelDescriptor, upload_bps: u64) -> u32 {
+        (upload_bps / descriptor.stripe_bps()).min(u32::MAX as u64) as u32
+    }
+
+    fn on_announce(&mut self, now: Time, from: NodeId, d: ChannelDescriptor, addr: SocketAddr, upload_bps: u64, out: &mut Outbox) {
+        if let Some(ch) = self.channels.get(&d.name) {
+            if ch.descriptor.broadcaster_key != d.broadcaster_key {
+                out.send(from, Msg::Reject { reason: RejectReason::NameTaken });
+                return;
+            }
+            // The broadcaster came back (restart): the old channel and its trees go.
+            let old_source = ch.trees.source;
+            self.drop_node(now, old_source, out);
+        }
+        let slots = Self::slots(&d, upload_bps);
+        tracing::info!(channel = %d.name, source = %from, slots, "channel registered");
+        self.nodes.insert(from, NodeRecord { channel: d.name.clone(), addr, last_seen: now, report: PeerReport::default() });
+        let trees = Trees::new(from, slots, d.stripes as usize);
+        out.send(from, Msg::Registered { channel: d.id });
+        self.channels.insert(d.name.clone(), Channel { descriptor: d, trees });
+    }
+
+    fn on_join(&mut self, now: Time, from: NodeId, channel: String, addr: SocketAddr, upload_bps: u64, out: &mut Outbox) {
+        let Some(ch) = self.channels.get_mut(&channel) else {
+            out.send(from, Msg::Reject { reason: RejectReason::UnknownChannel });
+            return;
+        };
+        if ch.trees.members.len() > self.cfg.members_per_channel_max {
+            out.send(from, Msg::Reject { reason: RejectReason::BadDescriptor("channel is full".into()) });
+            return;
+        }
+        let slots = Self::slots(&ch.descriptor, upload_bps);
+        ch.trees.members.insert(from, Member::new(slots, ch.descriptor.stripes as usize));
+        let (descriptor, source) = (ch.descriptor.clone(), ch.trees.source);
+        self.nodes.insert(from, NodeRecord { channel: channel.clone(), addr, last_seen: now, report: PeerReport::default() });
+        let Some(source) = self.info(source) else { return };
+        out.send(from, Msg::Welcome { descriptor, source, live_edge: None });
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.trees.fill(from, &mut self.rng);
+        }
+        self.send_assignment(&channel, from, true, out);
+    }
+
+    /// Tells `node` its parents, and with `with_partners`, a fresh set of mesh partners.
+    fn send_assignment(&mut self, channel: &str, node: NodeId, with_partners: bool, out: &mut Outbox) {
+        let Some(ch) = self.channels.get(channel) else { return };
+        let Some(m) = ch.trees.members.get(&node) else { return };
+        let parents: Vec<Option<PeerInfo>> = m.parents.iter().map(|p| p.and_then(|p| self.info(p))).collect();
+        let mut partners = Vec::new();
+        if with_partners {
+            let mut pool: Vec<NodeId> = ch
+                .trees
+                .members
+                .keys()
+                .copied()
+                .filter(|id| *id != node && *id != ch.trees.source && !m.banned.contains(id))
+                .collect();
+            pool.shuffle(&mut self.rng);
+            partners = pool.into_iter().take(self.cfg.partners_per_peer).filter_map(|id| self.info(id)).collect();
+        }
+        out.send(node, Msg::Assign { parents, partners });
+    }
+
+    /// Forgets a node; reassigns the members that lost a parent.
+    fn drop_node(&mut self, _now: Time, node: NodeId, out: &mut Outbox) {
+        let Some(rec) = self.nodes.remove(&node) else { return };
+        let Some(ch) = self.channels.get_mut(&rec.channel) else { return };
+        if ch.trees.source == node {
+            tracing::info!(channel = %rec.channel, "source left; channel closed");
+            let members: Vec<NodeId> = ch.trees.members.keys().copied().collect();
+            self.channels.remove(&rec.channel);
+            for m in members {
+                if m != node {
+                    self.nodes.remove(&m);
+                    out.send(m, Msg::Reject { reason: RejectReason::UnknownChannel });
+                }
+            }
+            return;
+        }
+        let orphans = ch.trees.remove(node);
+        for o in orphans {
+            if let Some(ch) = self.channels.get_mut(&rec.channel) {
+                ch.trees.fill(o, &mut self.rng);
+            }
+            self.send_assignment(&rec.channel, o, false, out);
+        }
+    }
+
+    fn on_bad_peer(&mut self, from: NodeId, peer: NodeId, out: &mut Outbox) {
+        let Some(channel) = self.nodes.get(&from).map(|r| r.channel.clone()) else { return };
+        let Some(ch) = self.channels.get_mut(&channel) else { return };
+        tracing::warn!(accuser = %from, accused = %peer, "bad-piece report");
+        let Some(m) = ch.trees.members.get_mut(&from) else { return };
+        m.banned.insert(peer);
+        for s in 0..ch.trees.stripes {
+            if ch.trees.members.get(&from).is_some_and(|m| m.parents[s] == Some(peer)) {
+                ch.trees.link(from, s, None);
+            }
+        }
+        ch.trees.fill(from, &mut self.rng);
+        self.send_assignment(&channel, from, false, out);
+    }
+
+    fn tick(&mut self, now: Time, out: &mut Outbox) {
+        let expired: Vec<NodeId> =
+            self.nodes.iter().filter(|(_, r)| now.since(r.last_seen) > self.cfg.peer_timeout).map(|(id, _)| *id).collect();
+        for id in expired {
+            tracing::info!(peer = %id, "peer expired");
+            self.drop_node(now, id, out);
+        }
+        // Members still missing a parent somewhere get another try (slots may have freed).
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        for name in names {
+            let waiting: Vec<NodeId> = self.channels[&name]
+                .trees
+                .members
+                .iter()
+                .filter(|(id, m)| **id != self.channels[&name].trees.source && m.parents.iter().any(|p| p.is_none()))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in waiting {
+                let changed = self.channels.get_mut(&name).is_some_and(|ch| ch.trees.fill(id, &mut self.rng));
+                if changed {
+                    self.send_assignment(&name, id, false, out);
+                }
+            }
+        }
+        out.set_timer(now + self.cfg.tick, TICK);
+    }
+}
+
+impl Node for Tracker {
+    fn on_start(&mut self, now: Time, out: &mut Outbox) {
+        out.set_timer(now + self.cfg.tick, TICK);
+    }
+
+    fn on_message(&mut self, now: Time, from: NodeId, msg: Msg, out: &mut Outbox) {
+        if let Some(r) = self.nodes.get_mut(&from) {
+            r.last_seen = now;
+        }
+        match msg {
+            Msg::Announce { descriptor, addr, upload_bps } => {
+                if let Err(e) = descriptor.validate() {
+                    out.send(from, Msg::Reject { reason: RejectReason::BadDescriptor(e.into()) });
+                } else {
+                    self.on_announce(now, from, descriptor, addr, upload_bps, out);
+                }
+            }
+            Msg::Join { channel, addr, upload_bps } => self.on_join(now, from, channel, addr, upload_bps, out),
+            Msg::Heartbeat { report } => {
+                if let Some(r) = self.nodes.get_mut(&from) {
+                    r.report = report;
+                }
+            }
+            Msg::BadPeer { peer } => self.on_bad_peer(from, peer, out),
+            Msg::Leave => self.drop_node(now, from, out),
+            other => tracing::debug!(peer = %from, ?other, "unexpected message at tracker ignored"),
+        }
+    }
+
+    fn on_timer(&mut self, now: Time, timer: TimerId, out: &mut Outbox) {
+        if timer == TICK {
+            self.tick(now, out);
+        }
+    }
+
+    fn on_disconnect(&mut self, now: Time, peer: NodeId, out: &mut Outbox) {
+        self.drop_node(now, peer, out);
+    }
+}
