@@ -167,7 +167,10 @@ mod tests {
         assert_eq!(buf.offer(0, 0, Bytes::copy_from_slice(&data[..1024]), Time(2)), Offer::Duplicate);
         assert_eq!(buf.offer(0, 2, Bytes::copy_from_slice(&data[2048..]), Time(3)), Offer::Stored { completed: false });
         assert_eq!(buf.get(0).unwrap().assemble(), None);
-        assert_eq!(buf.offer(0, 1, Bytes::copy_from_slice(&data[1024..2048]), Time(4)), Offer::Stored { completed: true });
+        assert_eq!(
+            buf.offer(0, 1, Bytes::copy_from_slice(&data[1024..2048]), Time(4)),
+            Offer::Stored { completed: true }
+        );
         assert_eq!(buf.get(0).unwrap().complete_at, Some(Time(4)));
         assert_eq!(buf.get(0).unwrap().assemble().unwrap(), Bytes::from(data));
         buf.evict_before(1);

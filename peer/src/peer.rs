@@ -56,7 +56,9 @@ pub struct Peer {
 impl Peer {
     pub fn new(cfg: PeerConfig) -> Peer {
         let (descriptor, signer) = match &cfg.role {
-            PeerRole::Source { descriptor, secret } => (Some(descriptor.clone()), Some(Broadcaster::from_secret(*secret))),
+            PeerRole::Source { descriptor, secret } => {
+                (Some(descriptor.clone()), Some(Broadcaster::from_secret(*secret)))
+            }
             PeerRole::Viewer { .. } => (None, None),
         };
         Peer {
@@ -354,7 +356,10 @@ impl Peer {
             }
         }
         let mask_of = |list: &[Option<PeerInfo>], id: NodeId| {
-            list.iter().enumerate().filter(|(_, p)| p.as_ref().is_some_and(|p| p.id == id)).fold(0u32, |m, (s, _)| m | 1 << s)
+            list.iter()
+                .enumerate()
+                .filter(|(_, p)| p.as_ref().is_some_and(|p| p.id == id))
+                .fold(0u32, |m, (s, _)| m | 1 << s)
         };
         let mut nodes: BTreeMap<NodeId, PeerInfo> = BTreeMap::new();
         for p in self.parents.iter().chain(parents.iter()).flatten() {
@@ -488,7 +493,8 @@ impl Peer {
                     p.have.remove(&m.seq);
                 }
             }
-            if let Decision::Ask { node, urgent } = scheduler::decide(&m, &self.partners, source, &policy, &mut self.rng)
+            if let Decision::Ask { node, urgent } =
+                scheduler::decide(&m, &self.partners, source, &policy, &mut self.rng)
             {
                 self.requested.insert((m.seq, m.index), (node, now));
                 if let Some(p) = self.partners.get_mut(&node) {

@@ -164,7 +164,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn seg(complete_ms: u64) -> SegmentState {
-        SegmentState { duration_ms: 2000, size_bytes: 100, created_ms: 0, complete_at: Some(Time::from_millis(complete_ms)) }
+        SegmentState {
+            duration_ms: 2000,
+            size_bytes: 100,
+            created_ms: 0,
+            complete_at: Some(Time::from_millis(complete_ms)),
+        }
     }
 
     #[test]

@@ -25,7 +25,12 @@ pub struct Member {
 
 impl Member {
     pub fn new(slots: u32, stripes: usize) -> Member {
-        Member { slots, parents: vec![None; stripes], children: vec![BTreeSet::new(); stripes], banned: BTreeSet::new() }
+        Member {
+            slots,
+            parents: vec![None; stripes],
+            children: vec![BTreeSet::new(); stripes],
+            banned: BTreeSet::new(),
+        }
     }
 
     pub fn used_slots(&self) -> u32 {

@@ -119,7 +119,15 @@ impl Tracker {
         (upload_bps / descriptor.stripe_bps()).min(u32::MAX as u64) as u32
     }
 
-    fn on_announce(&mut self, now: Time, from: NodeId, d: ChannelDescriptor, addr: SocketAddr, upload_bps: u64, out: &mut Outbox) {
+    fn on_announce(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        d: ChannelDescriptor,
+        addr: SocketAddr,
+        upload_bps: u64,
+        out: &mut Outbox,
+    ) {
         if let Some(ch) = self.channels.get(&d.name) {
             if ch.descriptor.broadcaster_key != d.broadcaster_key {
                 out.send(from, Msg::Reject { reason: RejectReason::NameTaken });
@@ -131,13 +139,22 @@ impl Tracker {
         }
         let slots = Self::slots(&d, upload_bps);
         tracing::info!(channel = %d.name, source = %from, slots, "channel registered");
-        self.nodes.insert(from, NodeRecord { channel: d.name.clone(), addr, last_seen: now, report: PeerReport::default() });
+        self.nodes
+            .insert(from, NodeRecord { channel: d.name.clone(), addr, last_seen: now, report: PeerReport::default() });
         let trees = Trees::new(from, slots, d.stripes as usize);
         out.send(from, Msg::Registered { channel: d.id });
         self.channels.insert(d.name.clone(), Channel { descriptor: d, trees });
     }
 
-    fn on_join(&mut self, now: Time, from: NodeId, channel: String, addr: SocketAddr, upload_bps: u64, out: &mut Outbox) {
+    fn on_join(
+        &mut self,
+        now: Time,
+        from: NodeId,
+        channel: String,
+        addr: SocketAddr,
+        upload_bps: u64,
+        out: &mut Outbox,
+    ) {
         let Some(ch) = self.channels.get_mut(&channel) else {
             out.send(from, Msg::Reject { reason: RejectReason::UnknownChannel });
             return;
@@ -149,7 +166,8 @@ impl Tracker {
         let slots = Self::slots(&ch.descriptor, upload_bps);
         ch.trees.members.insert(from, Member::new(slots, ch.descriptor.stripes as usize));
         let (descriptor, source) = (ch.descriptor.clone(), ch.trees.source);
-        self.nodes.insert(from, NodeRecord { channel: channel.clone(), addr, last_seen: now, report: PeerReport::default() });
+        self.nodes
+            .insert(from, NodeRecord { channel: channel.clone(), addr, last_seen: now, report: PeerReport::default() });
         let Some(source) = self.info(source) else { return };
         out.send(from, Msg::Welcome { descriptor, source, live_edge: None });
         if let Some(ch) = self.channels.get_mut(&channel) {
@@ -219,8 +237,12 @@ impl Tracker {
     }
 
     fn tick(&mut self, now: Time, out: &mut Outbox) {
-        let expired: Vec<NodeId> =
-            self.nodes.iter().filter(|(_, r)| now.since(r.last_seen) > self.cfg.peer_timeout).map(|(id, _)| *id).collect();
+        let expired: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, r)| now.since(r.last_seen) > self.cfg.peer_timeout)
+            .map(|(id, _)| *id)
+            .collect();
         for id in expired {
             tracing::info!(peer = %id, "peer expired");
             self.drop_node(now, id, out);
