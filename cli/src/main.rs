@@ -1,1 +1,57 @@
-fn main() {}
+//! `meshtv`: one binary for every role in a meshtv swarm.
+//!
+//! Each subcommand is a thin driver: it wires a sans-IO core (peer or tracker) to the
+//! QUIC transport, the ffmpeg ingest or the HTTP gateway, and turns failures into one
+//! clear line on stderr and a non-zero exit.
+
+mod broadcast;
+mod demo;
+mod runtime;
+mod tracker;
+mod view;
+mod watch;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "meshtv", version, about = "Peer-to-peer live video streaming: viewers re-upload the stream to each other")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a tracker: channel registry, membership and partner assignment.
+    Tracker(tracker::Args),
+    /// Publish a live channel from a file (looped), or a UDP/SRT/RTMP feed.
+    Broadcast(broadcast::Args),
+    /// Watch a channel: joins the swarm and serves it to a local player over HTTP.
+    Watch(watch::Args),
+    /// Run a whole swarm on this machine: a tracker, a broadcaster and N viewers.
+    Demo(demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,meshtv=info".into()),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Tracker(a) => runtime::block_on(tracker::run(a)),
+        Command::Broadcast(a) => runtime::block_on(broadcast::run(a)),
+        Command::Watch(a) => runtime::block_on(watch::run(a)),
+        Command::Demo(a) => demo::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshtv: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -82,6 +82,11 @@ impl Peer {
         }
     }
 
+    /// Sets the address announced to the tracker; the driver knows it only once bound.
+    pub fn set_addr(&mut self, addr: std::net::SocketAddr) {
+        self.cfg.addr = addr;
+    }
+
     pub fn id(&self) -> NodeId {
         self.cfg.id
     }

@@ -1,0 +1,103 @@
+//! `meshtv watch`: joins a channel's swarm and serves it to local players over HTTP.
+
+use crate::view::PeerView;
+use anyhow::{bail, Context};
+use meshtv_peer::{Fault, Peer, PeerConfig, PeerRole};
+use meshtv_proto::msg::RejectReason;
+use meshtv_transport::{Driver, DriverConfig};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The tracker's address.
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub tracker: SocketAddr,
+    /// The channel to watch.
+    pub channel: String,
+    /// Where the local player page and HLS stream are served (loopback by default).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: SocketAddr,
+    /// UDP address for the swarm connection.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub bind: SocketAddr,
+    /// Upload capacity offered to other viewers, kbit/s.
+    #[arg(long, default_value_t = 10_000)]
+    pub upload_kbps: u64,
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Testing only: misbehave on purpose (corrupt-uploads).
+    #[arg(long, hide = true)]
+    pub fault: Option<String>,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let fault = match args.fault.as_deref() {
+        None => None,
+        Some("corrupt-uploads") => Some(Fault::CorruptUploads),
+        Some(other) => bail!("unknown fault '{other}'"),
+    };
+    // Bind HTTP first: a busy port is the most common mistake and costs nothing to catch.
+    let http = tokio::net::TcpListener::bind(args.http)
+        .await
+        .with_context(|| format!("cannot serve the player on {} (port busy? pick another with --http)", args.http))?;
+    let id = crate::runtime::random_node_id();
+    let mut cfg = PeerConfig::new(id, args.bind, PeerRole::Viewer { channel: args.channel.clone() });
+    cfg.upload_bps = args.upload_kbps * 1000;
+    cfg.fault = fault;
+    let core = Arc::new(Mutex::new(Peer::new(cfg)));
+    let driver = Driver::bind(
+        DriverConfig { id, bind: args.bind, tracker: Some(args.tracker), connect_timeout: Duration::from_secs(5) },
+        core.clone(),
+    )
+    .await?;
+    core.lock().expect("core lock").set_addr(driver.local_addr());
+    let transport = driver.stats();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let swarm = tokio::spawn(driver.run(async move {
+        let _ = stop_rx.await;
+    }));
+
+    // Wait for the tracker's answer before telling the user where to point a player.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        {
+            let c = core.lock().expect("core lock");
+            if let Some(reason) = c.rejected() {
+                match reason {
+                    RejectReason::UnknownChannel => {
+                        bail!("channel '{}' is not on tracker {}", args.channel, args.tracker)
+                    }
+                    other => bail!("tracker refused to let us join: {other:?}"),
+                }
+            }
+            if c.descriptor().is_some() {
+                break;
+            }
+        }
+        if swarm.is_finished() {
+            return match swarm.await {
+                Ok(Err(e)) => Err(e),
+                _ => Err(anyhow::anyhow!("swarm connection ended before the tracker answered")),
+            };
+        }
+        if Instant::now() > deadline {
+            bail!("tracker {} did not answer within 10 s", args.tracker);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let http_addr = http.local_addr()?;
+    let view = Arc::new(PeerView { channel: args.channel.clone(), core: core.clone(), transport });
+    println!("player: http://{http_addr}/");
+    println!("hls: http://{http_addr}/live/{}/index.m3u8", args.channel);
+    let duration = args.duration.map(Duration::from_secs_f64);
+    meshtv_gateway::serve(http, view, crate::runtime::shutdown_signal(duration)).await?;
+    let _ = stop_tx.send(());
+    match tokio::time::timeout(Duration::from_secs(3), swarm).await {
+        Ok(Ok(r)) => r,
+        _ => Ok(()),
+    }
+}
