@@ -1,0 +1,363 @@
+//! The driver: one event loop per node that feeds a core time, messages and timer firings,
+//! and carries out what the core puts in its outbox.
+//!
+//! The loop waits on one thing at a time (a connection event, a command, an incoming
+//! connection, the next timer, shutdown), makes at most a few core calls for it, and
+//! carries out each outbox without waiting: writes go to per-connection queues, dials and
+//! handshakes run in their own tasks and report back as events.
+
+use crate::clock;
+use crate::connection::{self, Event, ToLoop, CLOSE_PROTOCOL, CLOSE_SHUTDOWN};
+use crate::endpoint;
+use crate::links::{Link, LinkState, Links};
+use crate::stats::{bump, TransportStats};
+use crate::timers::Timers;
+use meshtv_proto::msg::PeerInfo;
+use meshtv_proto::{Msg, Node, NodeId, Outbox, Time};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+/// Commands waiting for the loop (media ingest produces a few per segment).
+const COMMANDS_MAX: usize = 1024;
+/// Connection events waiting for the loop; readers wait when it is full, which pushes back
+/// on the peers through QUIC flow control instead of growing memory.
+const EVENTS_MAX: usize = 4096;
+/// Timer firings per wake-up, so that a core re-arming a timer in the past cannot starve
+/// the network.
+const TIMER_FIRINGS_PER_WAKE_MAX: usize = 1024;
+/// How long shutdown waits for connections to close cleanly.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Clone, Debug)]
+pub struct DriverConfig {
+    /// This node's id (a tracker is `NodeId::TRACKER`).
+    pub id: NodeId,
+    /// The UDP address to bind; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// For peers: the tracker, dialed as `NodeId::TRACKER` before the core starts.
+    pub tracker: Option<SocketAddr>,
+    /// Bound on a dial (QUIC handshake and hello) and on an incoming hello.
+    pub connect_timeout: Duration,
+}
+
+impl DriverConfig {
+    /// A node with no tracker and a 5 s connect timeout.
+    pub fn new(id: NodeId, bind: SocketAddr) -> DriverConfig {
+        DriverConfig { id, bind, tracker: None, connect_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// A command run against the core inside the driver's loop, with the driver's `now` and an
+/// outbox the driver then carries out. This is how outside producers (the media ingest of
+/// a source) feed the core.
+pub type Command<C> = Box<dyn FnOnce(&mut C, Time, &mut Outbox) + Send>;
+
+/// Runs one core over QUIC. Build with [`Driver::bind`], then [`Driver::run`].
+pub struct Driver<C> {
+    cfg: DriverConfig,
+    core: Arc<Mutex<C>>,
+    endpoint: quinn::Endpoint,
+    local_addr: SocketAddr,
+    stats: Arc<TransportStats>,
+    commands_tx: mpsc::Sender<Command<C>>,
+    commands_rx: mpsc::Receiver<Command<C>>,
+}
+
+impl<C: Node + Send + 'static> Driver<C> {
+    /// Binds the UDP socket and the QUIC endpoint (with a fresh TLS identity). Fails with
+    /// an error naming the address if it is busy.
+    ///
+    /// The core is shared because the HTTP gateway reads a peer's buffer between events;
+    /// the driver locks it for one core call at a time, never across an await.
+    pub async fn bind(cfg: DriverConfig, core: Arc<Mutex<C>>) -> anyhow::Result<Driver<C>> {
+        let endpoint = endpoint::bind(cfg.bind)?;
+        let local_addr = endpoint.local_addr()?;
+        let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
+        Ok(Driver { cfg, core, endpoint, local_addr, stats: Arc::default(), commands_tx, commands_rx })
+    }
+
+    /// The address the node is reachable at (with the port picked when binding port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Where to send [`Command`]s; usable before and during [`Driver::run`].
+    pub fn commands(&self) -> mpsc::Sender<Command<C>> {
+        self.commands_tx.clone()
+    }
+
+    pub fn stats(&self) -> Arc<TransportStats> {
+        self.stats.clone()
+    }
+
+    /// Dials the tracker if there is one (failing with "tracker unreachable at ADDR: …" if
+    /// it does not answer within the connect timeout), starts the core, and runs until
+    /// `shutdown` resolves; then closes every connection, waiting at most about a second.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Driver { cfg, core, endpoint, stats, commands_tx, commands_rx, .. } = self;
+        // Commands come from the handles given out; ours must not keep the queue open.
+        drop(commands_tx);
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
+        let mut node = EventLoop {
+            id: cfg.id,
+            tracker: cfg.tracker,
+            connect_timeout: cfg.connect_timeout,
+            core,
+            endpoint: endpoint.clone(),
+            links: Links::default(),
+            timers: Timers::default(),
+            to_loop: ToLoop { events: events_tx, stats },
+        };
+        if let Some(addr) = cfg.tracker {
+            node.connect_tracker(addr).await?;
+        }
+        node.call(|core, now, out| core.on_start(now, out));
+        node.run(shutdown, events_rx, commands_rx).await;
+
+        for link in node.links.all_mut() {
+            link.close();
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_WAIT, endpoint.wait_idle()).await;
+        endpoint.close(CLOSE_SHUTDOWN, b"shutdown");
+        Ok(())
+    }
+}
+
+/// What woke the loop.
+enum Input<C> {
+    Event(Event),
+    Command(Command<C>),
+    Incoming(quinn::Incoming),
+    Timers,
+    Shutdown,
+}
+
+struct EventLoop<C> {
+    id: NodeId,
+    tracker: Option<SocketAddr>,
+    connect_timeout: Duration,
+    core: Arc<Mutex<C>>,
+    endpoint: quinn::Endpoint,
+    links: Links,
+    timers: Timers,
+    to_loop: ToLoop,
+}
+
+impl<C: Node + Send + 'static> EventLoop<C> {
+    async fn run(
+        &mut self,
+        shutdown: impl Future<Output = ()>,
+        mut events: mpsc::Receiver<Event>,
+        mut commands: mpsc::Receiver<Command<C>>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let wake = self.timers.next().map(clock::instant_of);
+            let input = tokio::select! {
+                () = &mut shutdown => Input::Shutdown,
+                Some(event) = events.recv() => Input::Event(event),
+                Some(command) = commands.recv() => Input::Command(command),
+                Some(incoming) = self.endpoint.accept() => Input::Incoming(incoming),
+                () = sleep_until(wake) => Input::Timers,
+            };
+            match input {
+                Input::Event(event) => self.on_event(event),
+                Input::Command(command) => self.call(command),
+                Input::Incoming(incoming) => self.accept(incoming),
+                Input::Timers => self.fire_timers(),
+                Input::Shutdown => return,
+            }
+        }
+    }
+
+    /// One core call, then its outbox carried out. The lock is held for the call only.
+    fn call(&mut self, f: impl FnOnce(&mut C, Time, &mut Outbox)) {
+        let mut out = Outbox::default();
+        {
+            // A core that panicked mid-call is in a state nobody can trust: crash too.
+            let mut core = self.core.lock().expect("the core panicked in an earlier call");
+            f(&mut core, clock::now(), &mut out);
+        }
+        self.carry_out(out);
+    }
+
+    /// Never calls the core (dial failures and the like come back as events), so a core
+    /// call is never re-entered.
+    fn carry_out(&mut self, out: Outbox) {
+        let Outbox { sends, dials, closes, timers } = out;
+        for (at, id) in timers {
+            self.timers.set(at, id);
+        }
+        // Dials first, so that messages to a node being dialed wait for it; closes last,
+        // so that a goodbye sent with a close is written before the connection goes.
+        for peer in dials {
+            self.dial(peer);
+        }
+        for (to, msg) in sends {
+            self.send(to, msg);
+        }
+        for peer in closes {
+            self.close(peer);
+        }
+    }
+
+    fn send(&mut self, to: NodeId, msg: Msg) {
+        let (sent, why) = match self.links.current(to) {
+            Some(link) => (link.try_send(msg), "its send queue is full"),
+            None => (self.links.queue(to, msg), "there is no connection to it"),
+        };
+        if !sent {
+            bump(&self.to_loop.stats.messages_dropped, 1);
+            debug!(peer = %to, why, "message dropped");
+        }
+    }
+
+    fn dial(&mut self, peer: PeerInfo) {
+        if peer.id == self.id {
+            warn!(addr = %peer.addr, "the core asked to dial this node itself; ignored");
+            return;
+        }
+        if self.links.is_connected(peer.id) || self.links.dialing(peer.id) {
+            return;
+        }
+        self.links.start_dial(peer.id);
+        bump(&self.to_loop.stats.dials_started, 1);
+        let (endpoint, to_loop, local, timeout) =
+            (self.endpoint.clone(), self.to_loop.clone(), self.id, self.connect_timeout);
+        tokio::spawn(async move {
+            match connection::dial(&endpoint, peer.addr, local, timeout).await {
+                Ok(hs) => connection::serve(hs, peer.id, true, to_loop).await,
+                Err(e) => {
+                    let error = format!("{e:#}");
+                    let _ = to_loop.events.send(Event::DialFailed { peer: peer.id, error }).await;
+                }
+            }
+        });
+    }
+
+    /// Closes every connection to `peer`; the core hears `on_disconnect` when the last
+    /// one is gone, as for any other end of a connection.
+    fn close(&mut self, peer: NodeId) {
+        let dropped = self.links.cancel_dial(peer);
+        bump(&self.to_loop.stats.messages_dropped, dropped as u64);
+        for link in self.links.of_mut(peer).filter(|l| l.state != LinkState::Closing) {
+            link.close();
+        }
+    }
+
+    fn accept(&mut self, incoming: quinn::Incoming) {
+        let (to_loop, local, timeout) = (self.to_loop.clone(), self.id, self.connect_timeout);
+        let has_tracker = self.tracker.is_some();
+        tokio::spawn(async move {
+            let (peer, hs) = match connection::accept(incoming, timeout).await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    debug!(error = %e, "incoming connection failed");
+                    bump(&to_loop.stats.connections_failed, 1);
+                    return;
+                }
+            };
+            // Ids are claims (see `tls`); refuse the two that would be impersonation for
+            // sure: ours, and the tracker's when we reached the tracker ourselves.
+            if peer == local || (has_tracker && peer == NodeId::TRACKER) {
+                warn!(%peer, "incoming connection claims an id it cannot have; refused");
+                hs.close(CLOSE_PROTOCOL, b"bad id");
+                bump(&to_loop.stats.connections_failed, 1);
+                return;
+            }
+            connection::serve(hs, peer, false, to_loop).await;
+        });
+    }
+
+    async fn connect_tracker(&mut self, addr: SocketAddr) -> anyhow::Result<()> {
+        let stats = &self.to_loop.stats;
+        bump(&stats.dials_started, 1);
+        let hs = connection::dial(&self.endpoint, addr, self.id, self.connect_timeout).await.map_err(|e| {
+            bump(&stats.connections_failed, 1);
+            anyhow::anyhow!("tracker unreachable at {addr}: {e:#}")
+        })?;
+        let (link, readers) = connection::open(hs, NodeId::TRACKER, true, self.to_loop.clone());
+        bump(&stats.connections_opened, 1);
+        self.links.insert(NodeId::TRACKER, link);
+        tokio::spawn(readers.run());
+        info!(%addr, "connected to the tracker");
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Up { peer, link } => self.link_up(peer, link),
+            Event::DialFailed { peer, error } => {
+                bump(&self.to_loop.stats.connections_failed, 1);
+                debug!(%peer, %error, "dial failed");
+                if let Some(dial) = self.links.finish_dial(peer) {
+                    bump(&self.to_loop.stats.messages_dropped, dial.queue.len() as u64);
+                }
+                if !self.links.has_links(peer) {
+                    self.call(|core, now, out| core.on_disconnect(now, peer, out));
+                }
+            }
+            Event::Message { from, conn, msg } => {
+                let open = self.links.get(from, conn).is_some_and(|l| l.state != LinkState::Closing);
+                if open {
+                    self.call(|core, now, out| core.on_message(now, from, msg, out));
+                } else {
+                    debug!(peer = %from, "message on a closed connection ignored");
+                }
+            }
+            Event::ControlFinished { peer, conn } => self.links.control_finished(peer, conn),
+            Event::Down { peer, conn, reason } => {
+                let Some(last) = self.links.remove(peer, conn) else { return };
+                bump(&self.to_loop.stats.connections_closed, 1);
+                debug!(%peer, %reason, last, "connection ended");
+                // With a dial in progress, its outcome decides: a new connection or a report.
+                if last && !self.links.dialing(peer) {
+                    self.call(|core, now, out| core.on_disconnect(now, peer, out));
+                }
+            }
+        }
+    }
+
+    fn link_up(&mut self, peer: NodeId, mut link: Link) {
+        bump(&self.to_loop.stats.connections_opened, 1);
+        debug!(%peer, outbound = link.outbound, "connection up");
+        let waiting = if link.outbound {
+            match self.links.finish_dial(peer) {
+                Some(dial) if dial.cancelled => {
+                    link.close();
+                    Default::default()
+                }
+                Some(dial) => dial.queue,
+                None => Default::default(),
+            }
+        } else {
+            self.links.take_queued(peer)
+        };
+        self.links.insert(peer, link);
+        if self.links.retire_duplicates(self.id, peer) > 0 {
+            debug!(%peer, "both sides dialed; retiring the connection this node dialed");
+        }
+        for msg in waiting {
+            self.send(peer, msg);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = clock::now();
+        for _ in 0..TIMER_FIRINGS_PER_WAKE_MAX {
+            let Some(id) = self.timers.pop_due(now) else { return };
+            self.call(|core, now, out| core.on_timer(now, id, out));
+        }
+    }
+}
+
+async fn sleep_until(wake: Option<tokio::time::Instant>) {
+    match wake {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,78 @@
+//! Transport counters, shared lock-free between the event loop, the connection tasks and
+//! whoever reports them (the stats API, the demo). Media means `Msg::Piece` frames; control
+//! is every other frame, so `overhead` (DESIGN.md) is `control / media` of these counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Live counters of one driver. Bytes are frame bytes on the QUIC streams (length prefix
+/// included), not UDP bytes: QUIC's own overhead is not ours to optimise.
+#[derive(Debug, Default)]
+pub struct TransportStats {
+    pub media_bytes_sent: AtomicU64,
+    pub media_bytes_recv: AtomicU64,
+    pub control_bytes_sent: AtomicU64,
+    pub control_bytes_recv: AtomicU64,
+    /// Dials started on a core's request (and the tracker dial).
+    pub dials_started: AtomicU64,
+    /// Connections that came up, in either direction.
+    pub connections_opened: AtomicU64,
+    /// Dials that did not come up, and inbound handshakes that failed.
+    pub connections_failed: AtomicU64,
+    /// Connections that came up and later ended.
+    pub connections_closed: AtomicU64,
+    /// Outgoing messages that were not carried: no connection, a full queue, too large.
+    pub messages_dropped: AtomicU64,
+}
+
+/// A copy of the counters at one moment, for reports and assertions.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    pub media_bytes_sent: u64,
+    pub media_bytes_recv: u64,
+    pub control_bytes_sent: u64,
+    pub control_bytes_recv: u64,
+    pub dials_started: u64,
+    pub connections_opened: u64,
+    pub connections_failed: u64,
+    pub connections_closed: u64,
+    pub messages_dropped: u64,
+}
+
+impl StatsSnapshot {
+    /// Connections up right now.
+    pub fn connections_open(&self) -> u64 {
+        self.connections_opened.saturating_sub(self.connections_closed)
+    }
+}
+
+impl TransportStats {
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            media_bytes_sent: get(&self.media_bytes_sent),
+            media_bytes_recv: get(&self.media_bytes_recv),
+            control_bytes_sent: get(&self.control_bytes_sent),
+            control_bytes_recv: get(&self.control_bytes_recv),
+            dials_started: get(&self.dials_started),
+            connections_opened: get(&self.connections_opened),
+            connections_failed: get(&self.connections_failed),
+            connections_closed: get(&self.connections_closed),
+            messages_dropped: get(&self.messages_dropped),
+        }
+    }
+
+    pub(crate) fn count_sent(&self, media: bool, bytes: usize) {
+        let c = if media { &self.media_bytes_sent } else { &self.control_bytes_sent };
+        bump(c, bytes as u64);
+    }
+
+    pub(crate) fn count_recv(&self, media: bool, bytes: usize) {
+        let c = if media { &self.media_bytes_recv } else { &self.control_bytes_recv };
+        bump(c, bytes as u64);
+    }
+}
+
+/// Adds to a counter. Relaxed: counters order nothing, they are only read as figures.
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
