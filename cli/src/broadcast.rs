@@ -63,7 +63,8 @@ fn load_key(path: &Option<PathBuf>) -> anyhow::Result<Broadcaster> {
         Ok(Broadcaster::from_secret(secret))
     } else {
         let b = Broadcaster::from_seed(rand::random());
-        std::fs::write(path, hex::encode(b.secret())).with_context(|| format!("writing key file {}", path.display()))?;
+        std::fs::write(path, hex::encode(b.secret()))
+            .with_context(|| format!("writing key file {}", path.display()))?;
         Ok(b)
     }
 }

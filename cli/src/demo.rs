@@ -117,9 +117,22 @@ fn sample_video() -> anyhow::Result<PathBuf> {
         .context("sample video assets/sample.mp4 not found; run from the repository or pass --input")
 }
 
+/// CPU seconds used so far and peak resident memory (KiB) of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Some((ticks as f64 / 100.0, hwm))
+}
+
 fn fetch_stats(port: u16) -> Option<Value> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
-    agent.get(&format!("http://127.0.0.1:{port}/api/stats")).call().ok()?.into_json().ok()
+    let body = agent.get(&format!("http://127.0.0.1:{port}/api/stats")).call().ok()?.into_string().ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 fn num(v: &Value, key: &str) -> u64 {
@@ -229,6 +242,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_secs(1));
     }
     eprintln!();
+    // Per-viewer cost, for BENCHMARKS.md: CPU seconds and peak RSS of each viewer process.
+    let minutes = start.elapsed().as_secs_f64() / 60.0;
+    for (st, v) in stats.iter_mut().zip(&viewers) {
+        if let (Some(obj), Some((cpu_s, rss_kib))) =
+            (st.as_mut().and_then(Value::as_object_mut), process_usage(v.child.id()))
+        {
+            obj.insert("cpu_s".into(), json!(cpu_s));
+            obj.insert("cpu_s_per_min".into(), json!(cpu_s / minutes.max(1e-9)));
+            obj.insert("peak_rss_kib".into(), json!(rss_kib));
+        }
+    }
     let summary = summarize(&stats);
     drop(viewers);
     drop(broadcaster);

@@ -15,7 +15,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "meshtv", version, about = "Peer-to-peer live video streaming: viewers re-upload the stream to each other")]
+#[command(
+    name = "meshtv",
+    version,
+    about = "Peer-to-peer live video streaming: viewers re-upload the stream to each other"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

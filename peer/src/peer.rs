@@ -51,7 +51,13 @@ pub struct Peer {
     banned: BTreeSet<NodeId>,
     stats: PeerStats,
     last_heartbeat: Option<Time>,
+    /// Per completed segment: ms from its creation at the source to complete here (when
+    /// the gateway can list it); bounded like the playback delays.
+    ready_delays_ms: Vec<u64>,
 }
+
+/// Most readiness-delay samples kept.
+const READY_SAMPLES_MAX: usize = 2048;
 
 impl Peer {
     pub fn new(cfg: PeerConfig) -> Peer {
@@ -78,6 +84,7 @@ impl Peer {
             banned: BTreeSet::new(),
             stats: PeerStats::default(),
             last_heartbeat: None,
+            ready_delays_ms: Vec::new(),
             cfg,
         }
     }
@@ -155,6 +162,9 @@ impl Peer {
         let mut delays: Vec<f64> = p.live_delays_ms.iter().map(|&d| d as f64 / 1000.0).collect();
         s.live_delay_p50_s = quantile(&mut delays, 0.5);
         s.live_delay_p95_s = quantile(&mut delays, 0.95);
+        let mut ready: Vec<f64> = self.ready_delays_ms.iter().map(|&d| d as f64 / 1000.0).collect();
+        s.ready_delay_p50_s = quantile(&mut ready, 0.5);
+        s.ready_delay_p95_s = quantile(&mut ready, 0.95);
         s.newest_complete_seq = self.buffer.iter().rev().find(|(_, sl)| sl.is_complete()).map(|(&q, _)| q);
         s
     }
@@ -287,7 +297,11 @@ impl Peer {
         }
         let len = data.len() as u64;
         match self.buffer.offer(seq, index, data.clone(), now) {
-            Offer::Stored { .. } => {
+            Offer::Stored { completed } => {
+                if completed && self.ready_delays_ms.len() < READY_SAMPLES_MAX {
+                    let created = self.buffer.get(seq).map_or(0, |s| s.header.header.created_ms);
+                    self.ready_delays_ms.push(now.as_millis().saturating_sub(created));
+                }
                 if self.source.as_ref().is_some_and(|s| s.id == from) {
                     self.stats.bytes_from_source += len;
                 } else {

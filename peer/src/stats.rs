@@ -26,6 +26,10 @@ pub struct PeerStats {
     pub requests_to_source: u64,
     pub live_delay_p50_s: Option<f64>,
     pub live_delay_p95_s: Option<f64>,
+    /// From a segment's creation at the source to its being complete here, i.e. listed
+    /// in this viewer's playlist.
+    pub ready_delay_p50_s: Option<f64>,
+    pub ready_delay_p95_s: Option<f64>,
     /// The newest segment this peer holds completely.
     pub newest_complete_seq: Option<u64>,
 }

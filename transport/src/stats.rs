@@ -25,7 +25,7 @@ pub struct TransportStats {
 }
 
 /// A copy of the counters at one moment, for reports and assertions.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StatsSnapshot {
     pub media_bytes_sent: u64,
     pub media_bytes_recv: u64,
