@@ -12,8 +12,9 @@
 //! It is a driver crate: [`ingest`] blocks its thread, sleeps to pace a file as a live
 //! channel and reads the wall clock. Run it on a dedicated thread.
 //!
-//! FFmpeg's own log output is limited to errors; set `MESHTV_FFMPEG_LOG` to `warning`,
-//! `info`, `verbose` or `debug` to see more of it when diagnosing an input.
+//! FFmpeg's own log output is silenced (failures reach the caller as [`MediaError`]); set
+//! `MESHTV_FFMPEG_LOG` to `error`, `warning`, `info`, `verbose` or `debug` to see it when
+//! diagnosing an input.
 
 mod ingest;
 mod input;
@@ -114,8 +115,9 @@ pub enum MediaError {
 /// Opens `input` and reports what it carries, refusing what [`ingest`] would refuse, so
 /// the broadcaster learns about a bad input before announcing a channel.
 ///
-/// For an `rtmp://` or `srt://` URL this listens and waits for the encoder to connect;
-/// the encoder will have to publish again for [`ingest`].
+/// For an `rtmp://` or `srt://` URL this listens and waits for the encoder to connect.
+/// A live input stays open for 30 s afterwards and the next [`ingest`] of the same URL
+/// continues on it, so the encoder (OBS publishes once) is not disconnected in between.
 pub fn probe(input: &str) -> Result<InputInfo, MediaError> {
     ingest::probe(input)
 }
