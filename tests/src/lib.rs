@@ -20,7 +20,11 @@ pub fn meshtv_bin() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let bin = target.join("debug/meshtv");
-    assert!(bin.exists(), "{} not found: build it first with `cargo build -p meshtv` (scripts/test does)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} not found: build it first with `cargo build -p meshtv` (scripts/test does)",
+        bin.display()
+    );
     bin
 }
 
@@ -167,13 +171,8 @@ impl Swarm {
 
     pub fn add_viewer(&mut self, extra: &[&str]) -> usize {
         let n = self.viewers.len() + 1;
-        let mut args: Vec<String> = vec![
-            "watch".into(),
-            "--tracker".into(),
-            self.tracker_addr.clone(),
-            "--http".into(),
-            "127.0.0.1:0".into(),
-        ];
+        let mut args: Vec<String> =
+            vec!["watch".into(), "--tracker".into(), self.tracker_addr.clone(), "--http".into(), "127.0.0.1:0".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
         args.push(self.channel.clone());
         let mut proc = Proc::spawn(&format!("viewer {n}"), &args);

@@ -95,7 +95,9 @@ fn eight_viewers_play_the_broadcast_without_stalls_mostly_from_peers() {
     }
     assert!(compared >= VIEWERS * 3);
     let savings = 1.0 - from_source as f64 / delivered as f64;
-    eprintln!("e2e: savings {savings:.3}, source {from_source} B, delivered {delivered} B, {compared} segments compared");
+    eprintln!(
+        "e2e: savings {savings:.3}, source {from_source} B, delivered {delivered} B, {compared} segments compared"
+    );
     assert!(savings > 0.5, "savings {savings:.3}");
 }
 
@@ -111,16 +113,19 @@ fn killing_two_of_eight_viewers_does_not_stall_the_rest() {
         });
     }
     // Kill the two viewers that upload the most: the ones whose loss hurts.
-    let mut uploads: Vec<(u64, usize)> =
-        swarm.viewers.iter().enumerate().map(|(i, v)| (v.stats().map_or(0, |s| num(&s, "bytes_uploaded")), i)).collect();
+    let mut uploads: Vec<(u64, usize)> = swarm
+        .viewers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.stats().map_or(0, |s| num(&s, "bytes_uploaded")), i))
+        .collect();
     uploads.sort();
     let victims: Vec<usize> = uploads.iter().rev().take(2).map(|(_, i)| *i).collect();
     for &i in &victims {
         swarm.viewers[i].proc.kill();
     }
     let killed_at = Instant::now();
-    let before: Vec<u64> =
-        swarm.viewers.iter().map(|v| v.stats().map_or(0, |s| num(&s, "segments_played"))).collect();
+    let before: Vec<u64> = swarm.viewers.iter().map(|v| v.stats().map_or(0, |s| num(&s, "segments_played"))).collect();
     while killed_at.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(500));
     }
