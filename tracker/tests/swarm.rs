@@ -18,14 +18,14 @@ enum Ev {
 }
 
 enum Core {
-    Tracker(Tracker),
+    Tracker(Box<Tracker>),
     Peer(Box<Peer>),
 }
 
 impl Core {
     fn node(&mut self) -> &mut dyn Node {
         match self {
-            Core::Tracker(t) => t,
+            Core::Tracker(t) => t.as_mut(),
             Core::Peer(p) => p.as_mut(),
         }
     }
@@ -105,7 +105,7 @@ fn swarm(viewers: u64, corrupt: Option<NodeId>) -> Swarm {
         nodes: BTreeMap::new(),
         latency: Duration::from_millis(20),
     };
-    s.add(NodeId::TRACKER, Core::Tracker(Tracker::new(TrackerConfig::default())));
+    s.add(NodeId::TRACKER, Core::Tracker(Box::new(Tracker::new(TrackerConfig::default()))));
     let b = Broadcaster::from_seed(9);
     let descriptor = ChannelDescriptor {
         id: ChannelId::derive(&b.public_key(), "live"),
