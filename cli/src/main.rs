@@ -4,6 +4,7 @@
 //! QUIC transport, the ffmpeg ingest or the HTTP gateway, and turns failures into one
 //! clear line on stderr and a non-zero exit.
 
+mod bench;
 mod broadcast;
 mod demo;
 mod runtime;
@@ -35,6 +36,8 @@ enum Command {
     Watch(watch::Args),
     /// Run a whole swarm on this machine: a tracker, a broadcaster and N viewers.
     Demo(demo::Args),
+    /// Measure the production code (figures for BENCHMARKS.md).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         Command::Broadcast(a) => runtime::block_on(broadcast::run(a)),
         Command::Watch(a) => runtime::block_on(watch::run(a)),
         Command::Demo(a) => demo::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod msg;
+pub mod nat;
 pub mod node;
 pub mod sign;
 pub mod time;

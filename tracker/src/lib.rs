@@ -7,6 +7,7 @@
 //! tracker process and the simulator run this same code.
 
 pub mod assignment;
+pub mod optimizer;
 pub mod tracker;
 
 pub use tracker::{Tracker, TrackerConfig, TrackerSnapshot};

@@ -1,0 +1,229 @@
+//! From the tracker's view of a swarm to a [`Problem`]: who may feed whom (ranks, NAT
+//! pairs), how good each pairing is (utility), and back from a solution to parents.
+
+use super::problem::{Arc, Problem};
+use meshtv_proto::nat::{self, Path, Reachability};
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// One node as the optimizer sees it. Node 0 of a [`Swarm`] is the source.
+#[derive(Clone, Debug)]
+pub struct NodeView {
+    /// Measured upload capacity, bits per second.
+    pub upload_bps: u64,
+    pub reach: Reachability,
+    /// Network coordinates (ms): the distance between two nodes estimates their RTT.
+    pub coord_ms: (f64, f64),
+    /// Current parent per stripe (node index), to reward keeping what works.
+    pub parents: Vec<Option<u32>>,
+    /// Depth per stripe in the current trees (source 0); unknown counts as 1.
+    pub depth: Vec<Option<u32>>,
+    /// Nodes this one must not be fed by (caught sending bad pieces).
+    pub banned: Vec<u32>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Swarm {
+    pub stripes: usize,
+    pub stripe_bps: u64,
+    /// Index 0 is the source.
+    pub nodes: Vec<NodeView>,
+}
+
+/// Weights of the utility terms (integers: utilities are integers so solvers are exact).
+#[derive(Clone, Debug)]
+pub struct Weights {
+    pub base: i64,
+    /// Per slot of upload headroom (capped at 16 slots).
+    pub per_slot: i64,
+    /// Per level of the uploader's depth.
+    pub per_depth: i64,
+    /// Per ms of RTT between the two.
+    pub per_rtt_ms: i64,
+    /// For a pairing that needs a relay.
+    pub relayed: i64,
+    /// For keeping the current parent.
+    pub keep: i64,
+    /// Candidate uploaders sampled per row, besides the source and the current parent.
+    pub candidates: usize,
+    /// Rows ranked within this many times the source's slot count get the source as a
+    /// candidate.
+    pub source_candidates_per_slot: u32,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        Weights {
+            base: 1000,
+            per_slot: 20,
+            per_depth: 150,
+            per_rtt_ms: 2,
+            relayed: 300,
+            keep: 200,
+            candidates: 12,
+            source_candidates_per_slot: 4,
+        }
+    }
+}
+
+/// The problem built from a swarm, with the maps back to nodes and stripes.
+pub struct Built {
+    pub problem: Problem,
+    /// Row → (receiver node, stripe).
+    pub rows: Vec<(u32, u8)>,
+    /// Column → uploader node.
+    pub cols: Vec<u32>,
+    /// Rank of each node in each stripe (`rank[stripe][node]`, source 0).
+    pub rank: Vec<Vec<u32>>,
+}
+
+impl Swarm {
+    pub fn slots(&self, node: usize) -> u32 {
+        (self.nodes[node].upload_bps / self.stripe_bps.max(1)).min(u32::MAX as u64) as u32
+    }
+
+    fn rtt_ms(&self, a: usize, b: usize) -> f64 {
+        let (p, q) = (self.nodes[a].coord_ms, self.nodes[b].coord_ms);
+        ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt()
+    }
+
+    /// Ranks per stripe: the source first, then by upload capacity (who can feed many
+    /// sits high), ties broken differently in each stripe so that interior positions are
+    /// spread over peers.
+    fn ranks(&self, rng: &mut impl Rng) -> Vec<Vec<u32>> {
+        (0..self.stripes)
+            .map(|_| {
+                let mut order: Vec<(u32, u64, u32)> =
+                    (1..self.nodes.len()).map(|i| (self.slots(i), rng.gen::<u64>(), i as u32)).collect();
+                order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+                let mut rank = vec![0u32; self.nodes.len()];
+                for (k, (_, _, node)) in order.iter().enumerate() {
+                    rank[*node as usize] = k as u32 + 1;
+                }
+                rank
+            })
+            .collect()
+    }
+
+    fn utility(&self, w: &Weights, receiver: usize, stripe: usize, uploader: usize) -> Option<i64> {
+        let (r, u) = (&self.nodes[receiver], &self.nodes[uploader]);
+        if r.banned.contains(&(uploader as u32)) {
+            return None;
+        }
+        let relayed = match nat::traversal(r.reach, u.reach) {
+            Path::Direct => false,
+            Path::Relay => true,
+            Path::None => return None,
+        };
+        let slots = self.slots(uploader).min(16) as i64;
+        let depth = if uploader == 0 { 0 } else { u.depth[stripe].unwrap_or(1) as i64 };
+        let mut v =
+            w.base + w.per_slot * slots - w.per_depth * depth - w.per_rtt_ms * self.rtt_ms(receiver, uploader) as i64;
+        if relayed {
+            v -= w.relayed;
+        }
+        if r.parents[stripe] == Some(uploader as u32) {
+            v += w.keep;
+        }
+        Some(v.max(1))
+    }
+
+    /// Builds the assignment problem: one row per (viewer, stripe), one column per node
+    /// with upload slots; arcs only from higher-ranked uploaders.
+    pub fn build(&self, w: &Weights, rng: &mut impl Rng) -> Built {
+        let rank = self.ranks(rng);
+        let cols: Vec<u32> = (0..self.nodes.len() as u32).filter(|&n| self.slots(n as usize) > 0).collect();
+        let mut col_index = vec![u32::MAX; self.nodes.len()];
+        for (c, &n) in cols.iter().enumerate() {
+            col_index[n as usize] = c as u32;
+        }
+        // Per stripe, uploaders in rank order, to sample "anyone above me" quickly.
+        let by_rank: Vec<Vec<u32>> = rank
+            .iter()
+            .map(|rk| {
+                let mut v: Vec<u32> = cols.clone();
+                v.sort_by_key(|&n| rk[n as usize]);
+                v
+            })
+            .collect();
+        let source_reach = self.slots(0).saturating_mul(w.source_candidates_per_slot);
+        let mut rows = Vec::new();
+        let mut arcs = Vec::new();
+        for receiver in 1..self.nodes.len() {
+            for stripe in 0..self.stripes {
+                let my_rank = rank[stripe][receiver];
+                let above = by_rank[stripe].partition_point(|&n| rank[stripe][n as usize] < my_rank);
+                let pool = &by_rank[stripe][..above];
+                let mut cand: Vec<u32> = Vec::with_capacity(w.candidates + 2);
+                // The source's few slots go to the top of the ranking (who can feed many);
+                // offering them to every row would only make everyone contend for them.
+                if my_rank <= source_reach {
+                    cand.push(0);
+                }
+                if let Some(p) = self.nodes[receiver].parents[stripe] {
+                    if rank[stripe][p as usize] < my_rank && !cand.contains(&p) {
+                        cand.push(p);
+                    }
+                }
+                if pool.len() <= w.candidates {
+                    cand.extend_from_slice(pool);
+                } else {
+                    cand.extend(pool.choose_multiple(rng, w.candidates).copied());
+                }
+                let row_arcs: Vec<Arc> = cand
+                    .into_iter()
+                    .filter(|&n| col_index[n as usize] != u32::MAX)
+                    .filter_map(|n| {
+                        self.utility(w, receiver, stripe, n as usize)
+                            .map(|u| Arc { col: col_index[n as usize], utility: u })
+                    })
+                    .collect();
+                rows.push((receiver as u32, stripe as u8));
+                arcs.push(row_arcs);
+            }
+        }
+        let capacity = cols.iter().map(|&n| self.slots(n as usize)).collect();
+        let mut problem = Problem { capacity, arcs };
+        problem.normalize();
+        Built { problem, rows, cols, rank }
+    }
+
+    /// A random swarm for benchmarks and tests: upload capacity averaging `upload_ratio`
+    /// times the bitrate (uniform between 0.2× and 2× that mean), `natted` of the peers
+    /// behind NATs (a third of those symmetric), coordinates in a 200 ms square.
+    pub fn random(peers: usize, stripes: usize, upload_ratio: f64, natted: f64, rng: &mut impl Rng) -> Swarm {
+        let bitrate_bps = 2_000_000u64;
+        let stripe_bps = bitrate_bps / stripes as u64;
+        let names = ["full-cone", "restricted-cone", "port-restricted-cone", "symmetric"];
+        let mut nodes = Vec::with_capacity(peers + 1);
+        for i in 0..=peers {
+            let upload_bps = if i == 0 {
+                2 * bitrate_bps
+            } else {
+                (bitrate_bps as f64 * upload_ratio * rng.gen_range(0.2..1.8)) as u64
+            };
+            let reach = if i > 0 && rng.gen_bool(natted) {
+                let k = if rng.gen_bool(1.0 / 3.0) { 3 } else { rng.gen_range(0..3) };
+                nat::named(names[k]).expect("known NAT name")
+            } else {
+                Reachability::Open
+            };
+            nodes.push(NodeView {
+                upload_bps,
+                reach,
+                coord_ms: (rng.gen_range(0.0..100.0), rng.gen_range(0.0..100.0)),
+                parents: vec![None; stripes],
+                depth: vec![None; stripes],
+                banned: Vec::new(),
+            });
+        }
+        Swarm { stripes, stripe_bps, nodes }
+    }
+}
+
+impl Built {
+    /// The parent (node index) of each (receiver, stripe) under `col_of`.
+    pub fn parents(&self, col_of: &[Option<u32>]) -> Vec<(u32, u8, Option<u32>)> {
+        self.rows.iter().zip(col_of).map(|(&(r, s), c)| (r, s, c.map(|c| self.cols[c as usize]))).collect()
+    }
+}
