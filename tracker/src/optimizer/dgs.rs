@@ -33,6 +33,17 @@ impl Default for Options {
 pub struct Report {
     pub passes: usize,
     pub moves: usize,
+    /// Rows placed through chains after the passes.
+    pub augmented: usize,
+}
+
+/// A candidate move: the row's gain, its new column, and the displaced holder (if any)
+/// with the column it lands on (`None`: it goes unassigned).
+#[derive(Copy, Clone, Debug)]
+struct Move {
+    gain: i64,
+    col: u32,
+    displaced: Option<(usize, Option<u32>)>,
 }
 
 struct State<'a> {
@@ -82,8 +93,8 @@ impl State<'_> {
         (None, 0)
     }
 
-    /// The best move for `row`: (gain, its new column, and the displaced holder's move).
-    fn best_move(&self, row: usize) -> Option<(i64, u32, Option<(usize, Option<u32>)>)> {
+    /// The best move for `row`.
+    fn best_move(&self, row: usize) -> Option<Move> {
         let here = self.col_of[row];
         let u0 = self.utility_of[row];
         let arcs = &self.p.arcs[row];
@@ -91,8 +102,8 @@ impl State<'_> {
         // free move; only the full columns above it can offer more, through a steal.
         let better = arcs.partition_point(|a| a.utility > u0);
         let first_free = arcs[..better].iter().position(|a| self.free(a.col));
-        let mut best: Option<(i64, u32, Option<(usize, Option<u32>)>)> =
-            first_free.map(|i| (arcs[i].utility - u0, arcs[i].col, None));
+        let mut best: Option<Move> =
+            first_free.map(|i| Move { gain: arcs[i].utility - u0, col: arcs[i].col, displaced: None });
         for a in arcs[..first_free.unwrap_or(better)].iter().take(self.steal_columns_max) {
             let mover_gain = a.utility - u0;
             for &h in &self.holders[a.col as usize] {
@@ -101,17 +112,58 @@ impl State<'_> {
                 // The holder can at best land on its top arc: skip the scan for its free
                 // alternative when even that would not beat the best move found so far.
                 let bound = mover_gain + self.top[h] - uh;
-                if best.is_some_and(|b| bound <= b.0) {
+                if best.is_some_and(|b| bound <= b.gain) {
                     continue;
                 }
                 let (alt, ua) = self.best_free(h, a.col, here);
                 let gain = mover_gain + ua - uh;
-                if best.is_none_or(|b| gain > b.0) {
-                    best = Some((gain, a.col, Some((h, alt))));
+                if best.is_none_or(|b| gain > b.gain) {
+                    best = Some(Move { gain, col: a.col, displaced: Some((h, alt)) });
                 }
             }
         }
         best
+    }
+}
+
+impl State<'_> {
+    /// Finds a chain for an unassigned `row`: it takes a full column, whose holder takes
+    /// another, … until a column with a free slot ends the chain (breadth-first, so the
+    /// shortest chain). Greedy moves never make such chains (each step alone gains
+    /// nothing), yet they are what places the last rows when capacity is tight. Returns
+    /// whether the row was placed.
+    fn augment(&mut self, row: usize) -> bool {
+        let cols = self.p.capacity.len();
+        // For each column reached: the row that would move into it.
+        let mut via: Vec<u32> = vec![u32::MAX; cols];
+        let mut queue: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+        queue.push_back(row);
+        let mut end = None;
+        'search: while let Some(r) = queue.pop_front() {
+            for a in &self.p.arcs[r] {
+                let c = a.col as usize;
+                if via[c] != u32::MAX || self.col_of[r] == Some(a.col) {
+                    continue;
+                }
+                via[c] = r as u32;
+                if self.room[c] > 0 {
+                    end = Some(c);
+                    break 'search;
+                }
+                queue.extend(self.holders[c].iter().map(|&h| h as usize));
+            }
+        }
+        let Some(mut c) = end else { return false };
+        // Shift along the chain, from the free column back to the row.
+        loop {
+            let r = via[c] as usize;
+            let prev = self.col_of[r];
+            self.set(r, Some(c as u32));
+            match prev {
+                Some(p) if r != row => c = p as usize,
+                _ => return true,
+            }
+        }
     }
 }
 
@@ -168,25 +220,18 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
         report.passes += 1;
         let mut moved = 0;
         touched.clear();
-        for row in 0..p.rows() {
-            if !std::mem::take(&mut dirty[row]) {
+        for (row, dirty) in dirty.iter_mut().enumerate() {
+            if !std::mem::take(dirty) {
                 continue;
             }
-            let Some((gain, col, displaced)) = s.best_move(row) else { continue };
+            let Some(Move { gain, col, displaced }) = s.best_move(row) else { continue };
             if gain <= opts.threshold {
                 continue;
             }
             touched.extend(s.col_of[row]);
             touched.push(col);
-            if let Some((h, alt)) = displaced {
-                s.set(h, None);
-                // Moving first frees the mover's old column, where the holder may land.
-                s.set(row, Some(col));
-                s.set(h, alt);
-                touched.extend(alt);
-            } else {
-                s.set(row, Some(col));
-            }
+            touched.extend(displaced.and_then(|(_, alt)| alt));
+            apply(&mut s, row, col, displaced);
             moved += 1;
         }
         report.moves += moved;
@@ -199,5 +244,22 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
             }
         }
     }
+    // Place the rows the moves left out, through chains.
+    for row in 0..p.rows() {
+        if s.col_of[row].is_none() && !p.arcs[row].is_empty() && s.augment(row) {
+            report.augmented += 1;
+        }
+    }
     (Assignment { col_of: s.col_of }, report)
+}
+
+fn apply(s: &mut State, row: usize, col: u32, displaced: Option<(usize, Option<u32>)>) {
+    if let Some((h, alt)) = displaced {
+        s.set(h, None);
+        // Moving first frees the mover's old column, where the holder may land.
+        s.set(row, Some(col));
+        s.set(h, alt);
+    } else {
+        s.set(row, Some(col));
+    }
 }

@@ -9,8 +9,11 @@ use rand::Rng;
 /// One node as the optimizer sees it. Node 0 of a [`Swarm`] is the source.
 #[derive(Clone, Debug)]
 pub struct NodeView {
-    /// Measured upload capacity, bits per second.
-    pub upload_bps: u64,
+    /// A stable key (the node id): ties in the ranking break by it, so ranks, and with
+    /// them the trees, do not reshuffle from one solve to the next.
+    pub key: u64,
+    /// Upload slots from the measured capacity (one slot carries one stripe).
+    pub slots: u32,
     pub reach: Reachability,
     /// Network coordinates (ms): the distance between two nodes estimates their RTT.
     pub coord_ms: (f64, f64),
@@ -25,7 +28,6 @@ pub struct NodeView {
 #[derive(Clone, Debug)]
 pub struct Swarm {
     pub stripes: usize,
-    pub stripe_bps: u64,
     /// Index 0 is the source.
     pub nodes: Vec<NodeView>,
 }
@@ -79,7 +81,7 @@ pub struct Built {
 
 impl Swarm {
     pub fn slots(&self, node: usize) -> u32 {
-        (self.nodes[node].upload_bps / self.stripe_bps.max(1)).min(u32::MAX as u64) as u32
+        self.nodes[node].slots
     }
 
     fn rtt_ms(&self, a: usize, b: usize) -> f64 {
@@ -87,14 +89,16 @@ impl Swarm {
         ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt()
     }
 
-    /// Ranks per stripe: the source first, then by upload capacity (who can feed many
-    /// sits high), ties broken differently in each stripe so that interior positions are
-    /// spread over peers.
-    fn ranks(&self, rng: &mut impl Rng) -> Vec<Vec<u32>> {
+    /// Ranks per stripe: the source first, then by upload capacity in coarse bands (who
+    /// can feed many sits high; small changes of a measurement do not reorder), ties broken
+    /// by a hash of the key and the stripe, so that interior positions differ by stripe.
+    fn ranks(&self) -> Vec<Vec<u32>> {
         (0..self.stripes)
-            .map(|_| {
-                let mut order: Vec<(u32, u64, u32)> =
-                    (1..self.nodes.len()).map(|i| (self.slots(i), rng.gen::<u64>(), i as u32)).collect();
+            .map(|stripe| {
+                let band = |slots: u32| slots.min(16) / 4;
+                let mut order: Vec<(u32, u64, u32)> = (1..self.nodes.len())
+                    .map(|i| (band(self.slots(i)), mix(self.nodes[i].key, stripe as u64), i as u32))
+                    .collect();
                 order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                 let mut rank = vec![0u32; self.nodes.len()];
                 for (k, (_, _, node)) in order.iter().enumerate() {
@@ -131,7 +135,7 @@ impl Swarm {
     /// Builds the assignment problem: one row per (viewer, stripe), one column per node
     /// with upload slots; arcs only from higher-ranked uploaders.
     pub fn build(&self, w: &Weights, rng: &mut impl Rng) -> Built {
-        let rank = self.ranks(rng);
+        let rank = self.ranks();
         let cols: Vec<u32> = (0..self.nodes.len() as u32).filter(|&n| self.slots(n as usize) > 0).collect();
         let mut col_index = vec![u32::MAX; self.nodes.len()];
         for (c, &n) in cols.iter().enumerate() {
@@ -188,6 +192,43 @@ impl Swarm {
         Built { problem, rows, cols, rank }
     }
 
+    /// Gives each row left unassigned by `col_of` up to `w.candidates` more arcs, to
+    /// uploaders ranked above it that still have free slots. Sampled candidates can all
+    /// be full while capacity sits idle elsewhere; one repair round finds it. Returns how
+    /// many rows got new arcs.
+    pub fn repair(&self, w: &Weights, built: &mut Built, col_of: &[Option<u32>], rng: &mut impl Rng) -> usize {
+        let mut room: Vec<u32> = built.problem.capacity.clone();
+        for c in col_of.iter().flatten() {
+            room[*c as usize] -= 1;
+        }
+        let free: Vec<u32> = (0..room.len() as u32).filter(|&c| room[c as usize] > 0).collect();
+        let mut extended = 0;
+        for (row, col) in col_of.iter().enumerate() {
+            if col.is_some() {
+                continue;
+            }
+            let (receiver, stripe) = built.rows[row];
+            let (receiver, stripe) = (receiver as usize, stripe as usize);
+            let my_rank = built.rank[stripe][receiver];
+            let above: Vec<u32> = free
+                .iter()
+                .copied()
+                .filter(|&c| built.rank[stripe][built.cols[c as usize] as usize] < my_rank)
+                .collect();
+            let mut added = false;
+            for &c in above.choose_multiple(rng, w.candidates) {
+                let node = built.cols[c as usize] as usize;
+                if let Some(u) = self.utility(w, receiver, stripe, node) {
+                    built.problem.arcs[row].push(Arc { col: c, utility: u });
+                    added = true;
+                }
+            }
+            extended += added as usize;
+        }
+        built.problem.normalize();
+        extended
+    }
+
     /// A random swarm for benchmarks and tests: upload capacity averaging `upload_ratio`
     /// times the bitrate (uniform between 0.2× and 2× that mean), `natted` of the peers
     /// behind NATs (a third of those symmetric), coordinates in a 200 ms square.
@@ -209,7 +250,8 @@ impl Swarm {
                 Reachability::Open
             };
             nodes.push(NodeView {
-                upload_bps,
+                key: i as u64,
+                slots: (upload_bps / stripe_bps) as u32,
                 reach,
                 coord_ms: (rng.gen_range(0.0..100.0), rng.gen_range(0.0..100.0)),
                 parents: vec![None; stripes],
@@ -217,8 +259,16 @@ impl Swarm {
                 banned: Vec::new(),
             });
         }
-        Swarm { stripes, stripe_bps, nodes }
+        Swarm { stripes, nodes }
     }
+}
+
+/// A 64-bit mix (SplitMix64's finalizer): a stable, well-spread hash of two numbers.
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Built {
