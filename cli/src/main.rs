@@ -8,6 +8,7 @@ mod bench;
 mod broadcast;
 mod demo;
 mod runtime;
+mod simulate;
 mod tracker;
 mod view;
 mod watch;
@@ -36,6 +37,8 @@ enum Command {
     Watch(watch::Args),
     /// Run a whole swarm on this machine: a tracker, a broadcaster and N viewers.
     Demo(demo::Args),
+    /// Simulate a swarm of up to 10^5 viewers on the production cores under virtual time.
+    Simulate(simulate::Args),
     /// Measure the production code (figures for BENCHMARKS.md).
     Bench(bench::Args),
 }
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Broadcast(a) => runtime::block_on(broadcast::run(a)),
         Command::Watch(a) => runtime::block_on(watch::run(a)),
         Command::Demo(a) => demo::run(a),
+        Command::Simulate(a) => simulate::run(a),
         Command::Bench(a) => bench::run(a),
     };
     match result {

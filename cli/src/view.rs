@@ -31,6 +31,8 @@ impl SwarmView for PeerView {
         let mut v = serde_json::to_value(stats).unwrap_or_default();
         if let Some(obj) = v.as_object_mut() {
             obj.insert("transport".into(), serde_json::to_value(self.transport.snapshot()).unwrap_or_default());
+            obj.insert("connections".into(), serde_json::to_value(self.transport.connections()).unwrap_or_default());
+            obj.insert("id".into(), self.core.lock().expect("core lock").id().to_string().into());
         }
         v
     }

@@ -54,6 +54,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     core.lock().expect("core lock").set_addr(driver.local_addr());
+    // Classify our NAT against the tracker's STUN before joining, so that the tracker can
+    // plan our connections (bounded: about a second at most).
+    if let Some(nat) = driver.discover_nat(args.tracker).await {
+        println!("nat: {} (reflexive address {})", nat.kind(), nat.reflexive);
+        core.lock().expect("core lock").set_nat(nat);
+    }
     let transport = driver.stats();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let swarm = tokio::spawn(driver.run(async move {

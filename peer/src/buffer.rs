@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use meshtv_proto::media::SignedHeader;
 use meshtv_proto::msg::PieceMap;
+use meshtv_proto::verify::Verifier;
 use meshtv_proto::Time;
 use std::collections::BTreeMap;
 
@@ -83,10 +84,15 @@ impl Buffer {
 
     /// Checks a piece against its header and stores it if it is good.
     pub fn offer(&mut self, seq: u64, index: usize, data: Bytes, now: Time) -> Offer {
+        self.offer_checked(seq, index, data, now, &meshtv_proto::verify::Direct)
+    }
+
+    /// As [`Buffer::offer`], checking the piece with `verifier`.
+    pub fn offer_checked(&mut self, seq: u64, index: usize, data: Bytes, now: Time, verifier: &dyn Verifier) -> Offer {
         let Some(slot) = self.slots.get_mut(&seq) else {
             return Offer::NoHeader;
         };
-        if index >= slot.pieces.len() || !slot.header.header.piece_ok(index, &data) {
+        if index >= slot.pieces.len() || !verifier.piece_ok(&slot.header.header, index, &data) {
             return Offer::Bad;
         }
         if slot.pieces[index].is_some() {

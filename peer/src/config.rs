@@ -1,8 +1,10 @@
 //! How a peer is set up by its driver.
 
 use meshtv_proto::media::ChannelDescriptor;
+use meshtv_proto::verify::{self, Verifier};
 use meshtv_proto::NodeId;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What this peer is in its channel.
@@ -41,9 +43,15 @@ pub struct PeerConfig {
     pub request_timeout: Duration,
     /// Most requests outstanding at one partner.
     pub requests_per_partner_max: usize,
+    /// Most children this peer serves, whatever the tracker says. An origin that serves
+    /// every viewer (the simulator's origin-only baseline) raises it.
+    pub children_max: usize,
     pub tick: Duration,
     pub heartbeat: Duration,
     pub fault: Option<Fault>,
+    /// Checks pieces and headers. Production: [`verify::Direct`], full BLAKE3 and ed25519
+    /// on every one; the simulator shares one that remembers results per immutable buffer.
+    pub verifier: Arc<dyn Verifier>,
 }
 
 impl PeerConfig {
@@ -61,9 +69,11 @@ impl PeerConfig {
             source_fallback: Duration::from_millis(1500),
             request_timeout: Duration::from_millis(1500),
             requests_per_partner_max: 16,
+            children_max: 64,
             tick: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
             fault: None,
+            verifier: Arc::new(verify::Direct),
         }
     }
 }

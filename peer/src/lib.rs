@@ -15,6 +15,7 @@ pub mod peer;
 pub mod playback;
 pub mod scheduler;
 pub mod stats;
+pub mod traversal;
 
 pub use config::{Fault, PeerConfig, PeerRole};
 pub use peer::Peer;

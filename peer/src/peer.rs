@@ -5,11 +5,12 @@ use crate::config::{Fault, PeerConfig, PeerRole};
 use crate::playback::{Playback, SegmentState};
 use crate::scheduler::{self, Decision, Missing, PartnerView, Policy};
 use crate::stats::PeerStats;
+use crate::traversal::Traversal;
 use bytes::Bytes;
 use meshtv_proto::media::{ChannelDescriptor, SegmentHeader, SignedHeader};
 use meshtv_proto::metrics::quantile;
-use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
-use meshtv_proto::sign::{self, Broadcaster};
+use meshtv_proto::msg::{NatReport, PeerInfo, PeerReport, RejectReason};
+use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -22,8 +23,6 @@ const PENDING_PIECES_MAX: usize = 256;
 const WINDOW_AHEAD_SEGMENTS: u64 = 32;
 /// Segments a source keeps for fallback requests.
 const SOURCE_KEEP_SEGMENTS: u64 = 16;
-/// Most children one peer serves, whatever the tracker says.
-const CHILDREN_MAX: usize = 64;
 /// Headers a parent sends a new child so it can start at once.
 const HEADERS_ON_SUBSCRIBE: usize = 2;
 
@@ -54,6 +53,8 @@ pub struct Peer {
     /// Per completed segment: ms from its creation at the source to complete here (when
     /// the gateway can list it); bounded like the playback delays.
     ready_delays_ms: Vec<u64>,
+    /// NAT traversal: rendezvous through the tracker, once the driver measured our NAT.
+    traversal: Traversal,
 }
 
 /// Most readiness-delay samples kept.
@@ -85,8 +86,15 @@ impl Peer {
             stats: PeerStats::default(),
             last_heartbeat: None,
             ready_delays_ms: Vec::new(),
+            traversal: Traversal::default(),
             cfg,
         }
+    }
+
+    /// Sets this peer's NAT, as its driver measured it: from then on it connects to others
+    /// through rendezvous at the tracker (see `traversal`). Call before the driver starts.
+    pub fn set_nat(&mut self, report: NatReport) {
+        self.traversal.set_report(report);
     }
 
     /// Sets the address announced to the tracker; the driver knows it only once bound.
@@ -166,6 +174,8 @@ impl Peer {
         s.ready_delay_p50_s = quantile(&mut ready, 0.5);
         s.ready_delay_p95_s = quantile(&mut ready, 0.95);
         s.newest_complete_seq = self.buffer.iter().rev().find(|(_, sl)| sl.is_complete()).map(|(&q, _)| q);
+        s.nat = self.traversal.report().map(NatReport::kind);
+        s.nat_report = self.traversal.report().cloned();
         s
     }
 
@@ -191,12 +201,7 @@ impl Peer {
     }
 
     fn segment_state(&self, seq: u64) -> Option<SegmentState> {
-        self.buffer.get(seq).map(|slot| SegmentState {
-            duration_ms: slot.header.header.duration_ms,
-            size_bytes: slot.header.header.size_bytes,
-            created_ms: slot.header.header.created_ms,
-            complete_at: slot.complete_at,
-        })
+        segment_state_in(&self.buffer, seq)
     }
 
     fn stripes(&self) -> u8 {
@@ -260,7 +265,7 @@ impl Peer {
         if self.buffer.get(seq).is_some() || !self.in_window(seq) || signed.header.channel != d.id {
             return;
         }
-        if let Err(e) = sign::verify(&signed, &d.broadcaster_key) {
+        if let Err(e) = self.cfg.verifier.header(&signed, &d.broadcaster_key) {
             tracing::warn!(peer = %from, seq, "dropping peer: bad segment header: {e}");
             self.drop_peer(from, out);
             return;
@@ -296,7 +301,7 @@ impl Peer {
             return;
         }
         let len = data.len() as u64;
-        match self.buffer.offer(seq, index, data.clone(), now) {
+        match self.buffer.offer_checked(seq, index, data.clone(), now, self.cfg.verifier.as_ref()) {
             Offer::Stored { completed } => {
                 if completed && self.ready_delays_ms.len() < READY_SAMPLES_MAX {
                     let created = self.buffer.get(seq).map_or(0, |s| s.header.header.created_ms);
@@ -389,7 +394,7 @@ impl Peer {
             let (old, new) = (mask_of(&self.parents, id), mask_of(&parents, id));
             if old != new {
                 if old == 0 && !self.partners.contains_key(&id) {
-                    out.dial(info);
+                    self.traversal.connect(info, out);
                 }
                 out.send(id, Msg::Subscribe { channel, stripes: new, from_seq });
             }
@@ -402,7 +407,7 @@ impl Peer {
             if p.id == self.cfg.id || self.banned.contains(&p.id) || self.partners.contains_key(&p.id) {
                 continue;
             }
-            out.dial(p.clone());
+            self.traversal.connect(p.clone(), out);
             out.send(p.id, Msg::Partner { channel });
             self.partners.insert(p.id, PartnerView::default());
         }
@@ -413,8 +418,8 @@ impl Peer {
             self.children.remove(&from);
             return;
         }
-        if !self.children.contains_key(&from) && self.children.len() >= CHILDREN_MAX {
-            tracing::warn!(peer = %from, "refusing child: already serving {CHILDREN_MAX}");
+        if !self.children.contains_key(&from) && self.children.len() >= self.cfg.children_max {
+            tracing::warn!(peer = %from, "refusing child: already serving {}", self.cfg.children_max);
             return;
         }
         self.children.insert(from, stripes);
@@ -441,9 +446,10 @@ impl Peer {
     fn tick(&mut self, now: Time, out: &mut Outbox) {
         if self.descriptor.is_some() && !self.is_source() {
             let start_segments = self.cfg.start_segments;
-            let states: BTreeMap<u64, SegmentState> =
-                self.buffer.iter().filter_map(|(&s, _)| self.segment_state(s).map(|st| (s, st))).collect();
-            self.playback.advance(now, start_segments, |s| states.get(&s).copied());
+            // Looked up in the buffer directly: a copy of every slot's state per tick was
+            // the peer's main cost in 10^4-peer simulations.
+            let buffer = &self.buffer;
+            self.playback.advance(now, start_segments, |s| segment_state_in(buffer, s));
             self.schedule(now, out);
             self.announce(out);
             let low = self.window_low();
@@ -478,14 +484,14 @@ impl Peer {
             requests_per_partner_max: self.cfg.requests_per_partner_max,
         };
         let source = self.source.as_ref().map(|s| s.id);
-        let states: BTreeMap<u64, SegmentState> =
-            self.buffer.range_from(from).filter_map(|(&s, _)| self.segment_state(s).map(|st| (s, st))).collect();
         let mut wanted: Vec<Missing> = Vec::new();
-        for (&seq, slot) in self.buffer.range_from(from) {
-            if slot.is_complete() {
-                continue;
-            }
-            let due = self.playback.due(seq, now, target_ms, |s| states.get(&s).copied());
+        let incomplete: Vec<u64> =
+            self.buffer.range_from(from).filter(|(_, slot)| !slot.is_complete()).map(|(&s, _)| s).collect();
+        let dues = self
+            .playback
+            .due_each(&incomplete, now, target_ms, |s| segment_state_in(&self.buffer, s).filter(|_| s >= from));
+        for (&seq, due) in incomplete.iter().zip(dues) {
+            let Some(slot) = self.buffer.get(seq) else { continue };
             for (index, piece) in slot.pieces.iter().enumerate() {
                 if piece.is_some() {
                     continue;
@@ -500,6 +506,10 @@ impl Peer {
                 });
             }
         }
+        // Which pieces of a segment any partner announced, computed once per segment: most
+        // missing pieces are held by nobody yet, and for those `decide` would only scan
+        // every partner to wait (drawing nothing from the RNG), so it is not asked.
+        let mut held: Option<(u64, Vec<u8>)> = None;
         for m in wanted {
             if let Some((node, at)) = self.requested.get(&(m.seq, m.index)).copied() {
                 if now.since(at) < self.cfg.request_timeout {
@@ -511,6 +521,24 @@ impl Peer {
                     // It did not deliver: do not count on its map for this segment.
                     p.have.remove(&m.seq);
                 }
+            }
+            if held.as_ref().is_none_or(|(s, _)| *s != m.seq) {
+                let mut union: Vec<u8> = Vec::new();
+                for p in self.partners.values() {
+                    if let Some(map) = p.have.get(&m.seq) {
+                        union.resize(union.len().max(map.0.len()), 0);
+                        for (u, b) in union.iter_mut().zip(&map.0) {
+                            *u |= b;
+                        }
+                    }
+                }
+                held = Some((m.seq, union));
+            }
+            let someone_has =
+                held.as_ref().is_some_and(|(_, u)| u.get(m.index / 8).is_some_and(|b| b & (1 << (m.index % 8)) != 0));
+            let may_fall_back = source.is_some() && m.time_left < policy.source_fallback;
+            if !someone_has && !may_fall_back {
+                continue;
             }
             if let Decision::Ask { node, urgent } =
                 scheduler::decide(&m, &self.partners, source, &policy, &mut self.rng)
@@ -524,7 +552,7 @@ impl Peer {
                     self.stats.requests_to_source += 1;
                     if !self.partners.contains_key(&node) {
                         if let Some(s) = self.source.clone() {
-                            out.dial(s);
+                            self.traversal.connect(s, out);
                         }
                     }
                 }
@@ -549,6 +577,16 @@ impl Peer {
     }
 }
 
+/// What the playhead needs to know of segment `seq`, if the buffer holds it.
+fn segment_state_in(buffer: &Buffer, seq: u64) -> Option<SegmentState> {
+    buffer.get(seq).map(|slot| SegmentState {
+        duration_ms: slot.header.header.duration_ms,
+        size_bytes: slot.header.header.size_bytes,
+        created_ms: slot.header.header.created_ms,
+        complete_at: slot.complete_at,
+    })
+}
+
 impl Node for Peer {
     fn on_start(&mut self, now: Time, out: &mut Outbox) {
         self.playback = Playback::new(now);
@@ -562,6 +600,9 @@ impl Node for Peer {
                 Msg::Join { channel: channel.clone(), addr: self.cfg.addr, upload_bps: self.cfg.upload_bps },
             ),
         }
+        if let Some(report) = self.traversal.report() {
+            out.send(NodeId::TRACKER, Msg::NatReport { report: report.clone() });
+        }
         self.tick(now, out);
     }
 
@@ -571,6 +612,13 @@ impl Node for Peer {
         }
         let from_tracker = from == NodeId::TRACKER;
         match msg {
+            Msg::Introduce { peer, plan, reply } if from_tracker => {
+                if self.banned.contains(&peer) {
+                    out.close(peer);
+                } else {
+                    self.traversal.on_introduce(peer, &plan, reply, out);
+                }
+            }
             Msg::Welcome { descriptor, source, .. } if from_tracker && !self.is_source() => {
                 self.parents = vec![None; descriptor.stripes as usize];
                 self.descriptor = Some(descriptor);
@@ -605,7 +653,13 @@ impl Node for Peer {
             Msg::Have { seq, pieces } => {
                 if let Some(p) = self.partners.get_mut(&from) {
                     p.record_have(seq, pieces);
-                    if self.buffer.get(seq).is_none() && self.in_window(seq) && self.playback.wanted_from().is_some() {
+                    // A viewer without any parent has nobody to push it a first header, so
+                    // it asks its partners for the headers they announce.
+                    let parentless = self.parents.iter().all(Option::is_none);
+                    if self.buffer.get(seq).is_none()
+                        && self.in_window(seq)
+                        && (self.playback.wanted_from().is_some() || parentless)
+                    {
                         self.ask_header(now, from, seq, out);
                     }
                 }

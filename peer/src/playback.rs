@@ -83,6 +83,37 @@ impl Playback {
         at
     }
 
+    /// [`Playback::due`] of each of `seqs` (ascending), in one pass over the segments
+    /// between them rather than one pass per segment.
+    pub fn due_each(
+        &self,
+        seqs: &[u64],
+        now: Time,
+        default_ms: u32,
+        seg: impl Fn(u64) -> Option<SegmentState>,
+    ) -> Vec<Time> {
+        let mut out = Vec::with_capacity(seqs.len());
+        // `due` sums durations from a fixed first segment; a running sum is the same thing
+        // from there on, but not before it (where `due` does not sum at all).
+        let first = if self.started() { Some(self.next_seq) } else { self.start_seq };
+        let mut cursor: Option<(u64, Time)> = None;
+        for &seq in seqs {
+            let at = match cursor {
+                Some((from, at)) if from <= seq && first.is_some_and(|f| from >= f) => {
+                    let mut at = at;
+                    for s in from..seq {
+                        at = at + Duration::from_millis(seg(s).map_or(default_ms, |st| st.duration_ms) as u64);
+                    }
+                    at
+                }
+                _ => self.due(seq, now, default_ms, &seg),
+            };
+            cursor = Some((seq, at));
+            out.push(at);
+        }
+        out
+    }
+
     /// Advances the playhead to `now`. `seg(seq)` describes the buffer's segments.
     pub fn advance(&mut self, now: Time, start_segments: usize, seg: impl Fn(u64) -> Option<SegmentState>) {
         if !self.started() {
@@ -191,6 +222,27 @@ mod tests {
         assert_eq!(p.on_time_segments, 3);
         assert_eq!(p.next_seq, 13);
         assert_eq!(p.next_due, Time::from_millis(6900));
+    }
+
+    #[test]
+    fn due_each_equals_due_one_by_one() {
+        let mut segs = BTreeMap::new();
+        for (s, ms) in [(10u64, 2000u32), (11, 1500), (13, 2500), (14, 1000)] {
+            segs.insert(s, SegmentState { duration_ms: ms, ..seg(0) });
+        }
+        let mut p = Playback::new(Time::ZERO);
+        p.start_seq = Some(10);
+        for started in [false, true] {
+            if started {
+                p.advance(Time::from_millis(100), 1, |s| segs.get(&s).copied());
+                assert!(p.started());
+            }
+            let seqs = [10, 11, 13, 14, 16];
+            let each = p.due_each(&seqs, Time::from_millis(700), 2000, |s| segs.get(&s).copied());
+            let one: Vec<Time> =
+                seqs.iter().map(|&q| p.due(q, Time::from_millis(700), 2000, |s| segs.get(&s).copied())).collect();
+            assert_eq!(each, one);
+        }
     }
 
     #[test]

@@ -32,4 +32,8 @@ pub struct PeerStats {
     pub ready_delay_p95_s: Option<f64>,
     /// The newest segment this peer holds completely.
     pub newest_complete_seq: Option<u64>,
+    /// This peer's NAT as its driver measured it ("full-cone", "symmetric", …), and the
+    /// whole report; `None` when it was not measured.
+    pub nat: Option<String>,
+    pub nat_report: Option<meshtv_proto::msg::NatReport>,
 }

@@ -16,6 +16,7 @@ pub mod nat;
 pub mod node;
 pub mod sign;
 pub mod time;
+pub mod verify;
 
 pub use ids::{ChannelId, NodeId};
 pub use media::{ChannelDescriptor, SegmentHeader, SignedHeader};

@@ -19,3 +19,5 @@ pub const CHANNEL_NAME_BYTES_MAX: usize = 64;
 pub const PARTNERS_MAX: usize = 32;
 /// Longest free-text reason in a rejection.
 pub const REASON_BYTES_MAX: usize = 256;
+/// Most addresses one rendezvous plan may punch toward.
+pub const PUNCH_TARGETS_MAX: usize = 64;

@@ -4,6 +4,7 @@
 use crate::ids::{ChannelId, NodeId};
 use crate::limits;
 use crate::media::{ChannelDescriptor, SignedHeader};
+use crate::nat::Reachability;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -37,6 +38,85 @@ pub struct PeerReport {
     pub bytes_uploaded: u64,
     pub stalls: u32,
     pub buffer_ms: u64,
+}
+
+/// A peer's NAT as its driver measured it with STUN against the tracker's two addresses
+/// (RFC 5780's tests), on the socket its QUIC traffic uses.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatReport {
+    pub reachability: Reachability,
+    /// False when the tracker offered no second address: `reachability` is then the worst
+    /// case for a NAT (a symmetric one), not a measurement.
+    pub classified: bool,
+    /// Where the tracker saw the peer: the external address of its first mapping.
+    pub reflexive: SocketAddr,
+    /// The address the peer's socket is bound to (reachable on a shared LAN).
+    pub local: SocketAddr,
+    /// Sequential allocators: the port step between consecutive new mappings, and the port
+    /// the next new mapping gets (after the STUN tests). Otherwise 0 and the reflexive port.
+    pub port_step: u16,
+    pub next_port: u16,
+}
+
+impl NatReport {
+    /// The usual name of the NAT ("full-cone", "symmetric-sequential", …), as logs, the
+    /// stats API and the NAT lab say it.
+    pub fn kind(&self) -> String {
+        use crate::nat::{Allocation as A, Filtering as F, Mapping as M};
+        let name = match self.reachability {
+            Reachability::Open => "open",
+            Reachability::Blocked => "blocked",
+            Reachability::Nat(t) => match (t.mapping, t.filtering, t.allocation) {
+                (M::EndpointIndependent, F::EndpointIndependent, _) => "full-cone",
+                (M::EndpointIndependent, F::AddressDependent, _) => "restricted-cone",
+                (M::EndpointIndependent, F::AddressAndPortDependent, _) => "port-restricted-cone",
+                (_, _, A::Sequential) => "symmetric-sequential",
+                (_, _, A::Random) => "symmetric",
+                (_, _, A::PortPreserving) => "symmetric-preserving",
+            },
+        };
+        if self.classified {
+            name.to_string()
+        } else {
+            format!("{name} (assumed: the tracker has no second STUN address)")
+        }
+    }
+}
+
+/// Where a peer expects its packets to a new peer to come from, for the tracker to aim the
+/// other side's punches (ICE's candidates, in short).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offer {
+    pub local: SocketAddr,
+    /// The reflexive address (endpoint-independent mapping), or the predicted external
+    /// address of the next new mapping (sequential allocation).
+    pub external: SocketAddr,
+}
+
+/// The tracker's decision, for one side of a pair, of how the two connect.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Both sides' punch packets carry it; a punch with another token is dropped.
+    pub token: u64,
+    /// Where to send punch packets (and dial, for the dialer), in order. Empty together
+    /// with no relay and no dial: the other side cannot be reached.
+    pub targets: Vec<SocketAddr>,
+    /// This side opens the QUIC connection (the other side only punches and accepts).
+    pub dial: bool,
+    /// Punch first and dial the address a punch proved; false: dial `targets[0]` at once.
+    pub punch: bool,
+    /// How long to try directly before falling back to the relay (0: relay at once).
+    pub direct_ms: u32,
+    /// The relay the dialer goes through when the direct attempt fails or is hopeless
+    /// (`NodeId::TRACKER`: the tracker that made the plan).
+    pub relay: Option<NodeId>,
+}
+
+impl Plan {
+    /// Nobody to connect to: the driver fails the connection at once.
+    pub fn unreachable() -> Plan {
+        Plan { token: 0, targets: Vec::new(), dial: false, punch: false, direct_ms: 0, relay: None }
+    }
 }
 
 /// Bitmap of the pieces of one segment a peer holds (bit i = piece i).
@@ -88,7 +168,6 @@ pub enum Msg {
         peer: NodeId,
     },
     Leave,
-
     // --- tracker → peer -------------------------------------------------------------
     /// Accepted a Join: the channel, and its source for urgent fallback.
     Welcome {
@@ -143,6 +222,26 @@ pub enum Msg {
         seq: u64,
         index: u16,
     },
+
+    // --- NAT traversal (appended, so that older variants keep their wire numbers) -----
+    /// The peer's NAT, measured by its driver (sent once, after Join or Announce).
+    NatReport {
+        report: NatReport,
+    },
+    /// Rendezvous: connect me to `peer` (`answer` false), or my answer to an introduction
+    /// (`answer` true); `offer` says where my packets toward it will come from.
+    Rendezvous {
+        peer: NodeId,
+        offer: Offer,
+        answer: bool,
+    },
+    /// Rendezvous: how to connect to `peer`. With `reply`, the peer answers with its own
+    /// `Rendezvous { answer: true }` so that the other side's plan can be made.
+    Introduce {
+        peer: NodeId,
+        plan: Plan,
+        reply: bool,
+    },
 }
 
 impl Msg {
@@ -188,6 +287,9 @@ impl Msg {
                 } else {
                     Ok(())
                 }
+            }
+            Msg::Introduce { plan, .. } if plan.targets.len() > limits::PUNCH_TARGETS_MAX => {
+                Err("too many punch targets")
             }
             _ => Ok(()),
         }

@@ -4,7 +4,7 @@ use crate::media::{SegmentHeader, SignedHeader};
 use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
 use rand::SeedableRng;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Clone, Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SignatureError {
     #[error("broadcaster key is not a valid ed25519 public key")]
     BadKey,

@@ -8,7 +8,77 @@
 
 use meshtv_proto::NodeId;
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Random picks tried before a parent search scans a whole depth level.
+const PICK_TRIES_MAX: usize = 8;
+
+/// A set of node ids with O(1) insert, remove and uniform random pick. Its order is the
+/// order of insertions and removals, so it is the same on every run; the map is only
+/// looked up, never iterated.
+#[derive(Clone, Debug, Default)]
+pub struct IdSet {
+    ids: Vec<NodeId>,
+    pos: HashMap<NodeId, usize>,
+}
+
+impl IdSet {
+    pub fn insert(&mut self, id: NodeId) -> bool {
+        if self.pos.contains_key(&id) {
+            return false;
+        }
+        self.pos.insert(id, self.ids.len());
+        self.ids.push(id);
+        true
+    }
+
+    pub fn remove(&mut self, id: NodeId) -> bool {
+        let Some(i) = self.pos.remove(&id) else { return false };
+        self.ids.swap_remove(i);
+        if let Some(&moved) = self.ids.get(i) {
+            self.pos.insert(moved, i);
+        }
+        true
+    }
+
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.pos.contains_key(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[NodeId] {
+        &self.ids
+    }
+
+    /// Up to `k` distinct members for which `ok` holds, uniformly at random.
+    pub fn sample(&self, k: usize, rng: &mut impl Rng, ok: impl Fn(NodeId) -> bool) -> Vec<NodeId> {
+        let mut out: Vec<NodeId> = Vec::new();
+        // Random picks while the set is much larger than the sample; a scan otherwise.
+        if self.ids.len() > 4 * k.max(1) {
+            for _ in 0..k.saturating_mul(PICK_TRIES_MAX) {
+                if out.len() == k {
+                    return out;
+                }
+                let id = self.ids[rng.gen_range(0..self.ids.len())];
+                if ok(id) && !out.contains(&id) {
+                    out.push(id);
+                }
+            }
+        }
+        let mut rest: Vec<NodeId> = self.ids.iter().copied().filter(|id| ok(*id) && !out.contains(id)).collect();
+        while out.len() < k && !rest.is_empty() {
+            out.push(rest.swap_remove(rng.gen_range(0..rest.len())));
+        }
+        out
+    }
+}
 
 /// One member of a channel's swarm as the assignment sees it.
 #[derive(Clone, Debug)]
@@ -39,18 +109,110 @@ impl Member {
 }
 
 /// The swarm of one channel: the source (root of every stripe) and its viewers.
+///
+/// Besides the members, it keeps an index so that a parent search costs about the depth
+/// of the tree rather than the size of the swarm (at 10^5 viewers a scan per join would
+/// dominate the tracker): per stripe, the depth of every member hanging from the source,
+/// and the members with a free slot grouped by depth. Members join through [`Trees::insert`]
+/// and change links only through [`Trees::link`], [`Trees::remove`] and [`Trees::assign`],
+/// which keep the index in step.
 #[derive(Clone, Debug)]
 pub struct Trees {
     pub source: NodeId,
     pub stripes: usize,
     pub members: BTreeMap<NodeId, Member>,
+    /// Every member, for drawing mesh partners at random.
+    pub roster: IdSet,
+    /// Per stripe: depth of each member attached to the source.
+    depths: Vec<HashMap<NodeId, u32>>,
+    /// Per stripe: attached members with a free slot, by depth (no empty levels).
+    open: Vec<BTreeMap<u32, IdSet>>,
 }
 
 impl Trees {
     pub fn new(source: NodeId, source_slots: u32, stripes: usize) -> Trees {
-        let mut members = BTreeMap::new();
-        members.insert(source, Member::new(source_slots, stripes));
-        Trees { source, stripes, members }
+        let mut t = Trees {
+            source,
+            stripes,
+            members: BTreeMap::new(),
+            roster: IdSet::default(),
+            depths: vec![HashMap::new(); stripes],
+            open: vec![BTreeMap::new(); stripes],
+        };
+        t.insert(source, Member::new(source_slots, stripes));
+        for s in 0..stripes {
+            t.set_depth(source, s, Some(0));
+        }
+        t
+    }
+
+    /// Adds a member that hangs from no parent yet (replacing any earlier one of that id).
+    pub fn insert(&mut self, id: NodeId, member: Member) {
+        if self.members.contains_key(&id) {
+            self.remove(id);
+        }
+        self.members.insert(id, member);
+        self.roster.insert(id);
+    }
+
+    fn has_free_slot(&self, id: NodeId) -> bool {
+        self.members.get(&id).is_some_and(|m| m.used_slots() < m.slots)
+    }
+
+    /// Puts `id` where it belongs in `open[stripe]` given its depth and free slots.
+    fn refresh_open(&mut self, id: NodeId, stripe: usize) {
+        let Some(&d) = self.depths[stripe].get(&id) else { return };
+        let free = self.has_free_slot(id);
+        let level = self.open[stripe].entry(d).or_default();
+        if free {
+            level.insert(id);
+        } else {
+            level.remove(id);
+            if level.is_empty() {
+                self.open[stripe].remove(&d);
+            }
+        }
+    }
+
+    fn refresh_open_all(&mut self, id: NodeId) {
+        for s in 0..self.stripes {
+            self.refresh_open(id, s);
+        }
+    }
+
+    /// Records `id`'s depth in `stripe` (`None`: detached), moving it in the open index.
+    fn set_depth(&mut self, id: NodeId, stripe: usize, depth: Option<u32>) {
+        if let Some(old) = self.depths[stripe].remove(&id) {
+            if let Some(level) = self.open[stripe].get_mut(&old) {
+                level.remove(id);
+                if level.is_empty() {
+                    self.open[stripe].remove(&old);
+                }
+            }
+        }
+        if let Some(d) = depth {
+            self.depths[stripe].insert(id, d);
+            self.refresh_open(id, stripe);
+        }
+    }
+
+    /// Recomputes the depths of `id` and everything below it in `stripe`, from its parent.
+    fn redepth_subtree(&mut self, id: NodeId, stripe: usize) {
+        let parent = self.members.get(&id).and_then(|m| m.parents[stripe]);
+        let base = match parent {
+            None if id == self.source => Some(0),
+            None => None,
+            Some(p) => self.depths[stripe].get(&p).map(|d| d + 1),
+        };
+        let mut todo = vec![(id, base)];
+        // Bounded by the member count: the trees are acyclic (see `check`).
+        for _ in 0..=self.members.len() {
+            let Some((x, d)) = todo.pop() else { break };
+            self.set_depth(x, stripe, d);
+            if let Some(m) = self.members.get(&x) {
+                todo.extend(m.children[stripe].iter().map(|c| (*c, d.map(|d| d + 1))));
+            }
+        }
     }
 
     /// Depth of `node` in `stripe` (source = 0); `None` if it hangs from no parent.
@@ -91,41 +253,47 @@ impl Trees {
         true
     }
 
-    /// Picks and links a parent for `node` in `stripe`; returns it.
+    /// Picks and links a parent for `node` in `stripe`: a member with a free slot at the
+    /// lowest depth, uniformly at random among those, never a descendant; returns it.
     pub fn assign(&mut self, node: NodeId, stripe: usize, rng: &mut impl Rng) -> Option<NodeId> {
         let me = self.members.get(&node)?;
-        let mut best: Option<(u32, u32, NodeId)> = None;
-        for (&cand, m) in &self.members {
-            if cand == node || me.banned.contains(&cand) || m.banned.contains(&node) || m.used_slots() >= m.slots {
-                continue;
-            }
-            let Some(depth) = self.depth(cand, stripe) else { continue };
-            if self.is_ancestor(node, cand, stripe) {
-                continue;
-            }
-            let key = (depth, rng.gen::<u32>());
-            if best.is_none_or(|(d, r, _)| key < (d, r)) {
-                best = Some((key.0, key.1, cand));
+        let eligible = |cand: NodeId| {
+            cand != node
+                && !me.banned.contains(&cand)
+                && self.members.get(&cand).is_some_and(|m| !m.banned.contains(&node) && m.used_slots() < m.slots)
+                && !self.is_ancestor(node, cand, stripe)
+        };
+        let mut parent = None;
+        for level in self.open[stripe].values() {
+            if let Some(&p) = level.sample(1, rng, eligible).first() {
+                parent = Some(p);
+                break;
             }
         }
-        let (_, _, parent) = best?;
+        let parent = parent?;
         self.link(node, stripe, Some(parent));
         Some(parent)
     }
 
-    /// Sets `node`'s parent in `stripe`, keeping both sides' records in step.
+    /// Sets `node`'s parent in `stripe`, keeping both sides' records and the index in step.
     pub fn link(&mut self, node: NodeId, stripe: usize, parent: Option<NodeId>) {
+        if !self.members.contains_key(&node) {
+            return;
+        }
         let old = self.members.get_mut(&node).and_then(|m| std::mem::replace(&mut m.parents[stripe], parent));
         if let Some(old) = old {
             if let Some(o) = self.members.get_mut(&old) {
                 o.children[stripe].remove(&node);
             }
+            self.refresh_open_all(old);
         }
         if let Some(p) = parent {
             if let Some(pm) = self.members.get_mut(&p) {
                 pm.children[stripe].insert(node);
             }
+            self.refresh_open_all(p);
         }
+        self.redepth_subtree(node, stripe);
     }
 
     /// Removes `node`; returns the members that lost a parent (to be reassigned).
@@ -139,9 +307,12 @@ impl Trees {
                     cm.parents[s] = None;
                 }
                 orphans.insert(*c);
+                self.redepth_subtree(*c, s);
             }
+            self.set_depth(node, s, None);
         }
         self.members.remove(&node);
+        self.roster.remove(node);
         orphans
     }
 
@@ -159,6 +330,18 @@ impl Trees {
 
     /// Checks the invariants (used by tests and debug builds).
     pub fn check(&self) -> Result<(), String> {
+        for s in 0..self.stripes {
+            for &id in self.members.keys() {
+                let (walked, indexed) = (self.depth(id, s), self.depths[s].get(&id).copied());
+                if walked != indexed {
+                    return Err(format!("{id} in stripe {s}: depth {walked:?}, index says {indexed:?}"));
+                }
+                let open = indexed.is_some_and(|d| self.open[s].get(&d).is_some_and(|l| l.contains(id)));
+                if open != (indexed.is_some() && self.has_free_slot(id)) {
+                    return Err(format!("{id} in stripe {s}: open index out of step"));
+                }
+            }
+        }
         for (&id, m) in &self.members {
             if m.used_slots() > m.slots {
                 return Err(format!("{id} uses {} of {} slots", m.used_slots(), m.slots));
@@ -189,7 +372,7 @@ mod tests {
         let src = NodeId(1);
         let mut t = Trees::new(src, 8, 4);
         for i in 2..60 {
-            t.members.insert(NodeId(i), Member::new(8, 4));
+            t.insert(NodeId(i), Member::new(8, 4));
             t.fill(NodeId(i), &mut rng);
             t.check().unwrap();
         }

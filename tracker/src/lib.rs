@@ -7,7 +7,10 @@
 //! tracker process and the simulator run this same code.
 
 pub mod assignment;
+pub mod capacity;
+pub mod chandelier;
 pub mod optimizer;
+pub mod rendezvous;
 pub mod tracker;
 
 pub use tracker::{Tracker, TrackerConfig, TrackerSnapshot};

@@ -1,10 +1,10 @@
 //! The tracker state machine. See the crate documentation for what it does.
 
 use crate::assignment::{Member, Trees};
+use crate::rendezvous::Rendezvous;
 use meshtv_proto::media::ChannelDescriptor;
 use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,6 +22,10 @@ pub struct TrackerConfig {
     pub partners_per_peer: usize,
     /// Most viewers admitted to one channel.
     pub members_per_channel_max: usize,
+    /// Whether viewers may be parents. `false` leaves the source as the only parent (of as
+    /// many viewers as its slots allow) and the rest to pull from their mesh partners: the
+    /// random-mesh baseline the simulator compares against.
+    pub trees_among_viewers: bool,
 }
 
 impl Default for TrackerConfig {
@@ -32,6 +36,7 @@ impl Default for TrackerConfig {
             tick: Duration::from_millis(500),
             partners_per_peer: 4,
             members_per_channel_max: 100_000,
+            trees_among_viewers: true,
         }
     }
 }
@@ -52,6 +57,18 @@ struct NodeRecord {
 #[derive(Clone, Debug, Serialize)]
 pub struct TrackerSnapshot {
     pub channels: Vec<ChannelSnapshot>,
+    /// Every peer that reported its NAT, with what it reported.
+    pub peers: Vec<PeerSnapshot>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerSnapshot {
+    /// As the peer's own stats show it ("n" and hex).
+    pub id: String,
+    pub channel: String,
+    /// The NAT's usual name (`NatReport::kind`), and the report itself.
+    pub nat: String,
+    pub report: meshtv_proto::msg::NatReport,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -69,6 +86,8 @@ pub struct Tracker {
     rng: rand_chacha::ChaCha8Rng,
     channels: BTreeMap<String, Channel>,
     nodes: BTreeMap<NodeId, NodeRecord>,
+    /// NAT reports and rendezvous under way (see `rendezvous`).
+    pub rendezvous: Rendezvous,
 }
 
 impl Tracker {
@@ -78,6 +97,7 @@ impl Tracker {
             cfg,
             channels: BTreeMap::new(),
             nodes: BTreeMap::new(),
+            rendezvous: Rendezvous::default(),
         }
     }
 
@@ -103,7 +123,15 @@ impl Tracker {
                 }
             })
             .collect();
-        TrackerSnapshot { channels }
+        let peers = self
+            .nodes
+            .iter()
+            .filter_map(|(id, r)| {
+                let report = self.rendezvous.nat(*id)?.clone();
+                Some(PeerSnapshot { id: id.to_string(), channel: r.channel.clone(), nat: report.kind(), report })
+            })
+            .collect();
+        TrackerSnapshot { channels, peers }
     }
 
     /// The parent a member has in each stripe (for tests and the dashboard).
@@ -112,7 +140,9 @@ impl Tracker {
     }
 
     fn info(&self, id: NodeId) -> Option<PeerInfo> {
-        self.nodes.get(&id).map(|r| PeerInfo { id, addr: r.addr })
+        // Where others reach a peer: where the tracker's STUN saw it, if it reported.
+        let addr = |r: &NodeRecord| self.rendezvous.nat(id).map_or(r.addr, |n| n.reflexive);
+        self.nodes.get(&id).map(|r| PeerInfo { id, addr: addr(r) })
     }
 
     fn slots(descriptor: &ChannelDescriptor, upload_bps: u64) -> u32 {
@@ -163,8 +193,8 @@ impl Tracker {
             out.send(from, Msg::Reject { reason: RejectReason::BadDescriptor("channel is full".into()) });
             return;
         }
-        let slots = Self::slots(&ch.descriptor, upload_bps);
-        ch.trees.members.insert(from, Member::new(slots, ch.descriptor.stripes as usize));
+        let slots = if self.cfg.trees_among_viewers { Self::slots(&ch.descriptor, upload_bps) } else { 0 };
+        ch.trees.insert(from, Member::new(slots, ch.descriptor.stripes as usize));
         let (descriptor, source) = (ch.descriptor.clone(), ch.trees.source);
         self.nodes
             .insert(from, NodeRecord { channel: channel.clone(), addr, last_seen: now, report: PeerReport::default() });
@@ -183,21 +213,16 @@ impl Tracker {
         let parents: Vec<Option<PeerInfo>> = m.parents.iter().map(|p| p.and_then(|p| self.info(p))).collect();
         let mut partners = Vec::new();
         if with_partners {
-            let mut pool: Vec<NodeId> = ch
-                .trees
-                .members
-                .keys()
-                .copied()
-                .filter(|id| *id != node && *id != ch.trees.source && !m.banned.contains(id))
-                .collect();
-            pool.shuffle(&mut self.rng);
-            partners = pool.into_iter().take(self.cfg.partners_per_peer).filter_map(|id| self.info(id)).collect();
+            let ok = |id: NodeId| id != node && id != ch.trees.source && !m.banned.contains(&id);
+            let pool = ch.trees.roster.sample(self.cfg.partners_per_peer, &mut self.rng, ok);
+            partners = pool.into_iter().filter_map(|id| self.info(id)).collect();
         }
         out.send(node, Msg::Assign { parents, partners });
     }
 
     /// Forgets a node; reassigns the members that lost a parent.
     fn drop_node(&mut self, _now: Time, node: NodeId, out: &mut Outbox) {
+        self.rendezvous.forget(node);
         let Some(rec) = self.nodes.remove(&node) else { return };
         let Some(ch) = self.channels.get_mut(&rec.channel) else { return };
         if ch.trees.source == node {
@@ -237,6 +262,7 @@ impl Tracker {
     }
 
     fn tick(&mut self, now: Time, out: &mut Outbox) {
+        self.rendezvous.expire(now);
         let expired: Vec<NodeId> = self
             .nodes
             .iter()
@@ -293,6 +319,22 @@ impl Node for Tracker {
             }
             Msg::BadPeer { peer } => self.on_bad_peer(from, peer, out),
             Msg::Leave => self.drop_node(now, from, out),
+            Msg::NatReport { report } => {
+                if self.nodes.contains_key(&from) {
+                    self.rendezvous.report(from, report);
+                } else {
+                    tracing::debug!(peer = %from, "NAT report from a peer that has not joined; ignored");
+                }
+            }
+            Msg::Rendezvous { peer, offer, answer } => {
+                if !self.nodes.contains_key(&from) {
+                    tracing::debug!(peer = %from, "rendezvous from a peer that has not joined; ignored");
+                } else {
+                    let nodes = &self.nodes;
+                    let addr_of = |n: NodeId| nodes.get(&n).map(|r| r.addr);
+                    self.rendezvous.on_request(now, &mut self.rng, from, peer, offer, answer, addr_of, out);
+                }
+            }
             other => tracing::debug!(peer = %from, ?other, "unexpected message at tracker ignored"),
         }
     }

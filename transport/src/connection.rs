@@ -61,6 +61,16 @@ pub(crate) enum Event {
         conn: usize,
         reason: quinn::ConnectionError,
     },
+    /// A rendezvous plan ran out of ways to connect.
+    RouteFailed {
+        peer: NodeId,
+        token: u64,
+    },
+    /// The tracker did not answer a rendezvous request in time.
+    PlanMissing {
+        peer: NodeId,
+        asked: tokio::time::Instant,
+    },
 }
 
 /// What the event loop asks of a connection's writer, in order.

@@ -10,15 +10,19 @@ use crate::clock;
 use crate::connection::{self, Event, ToLoop, CLOSE_PROTOCOL, CLOSE_SHUTDOWN};
 use crate::endpoint;
 use crate::links::{Link, LinkState, Links};
-use crate::stats::{bump, TransportStats};
+use crate::punch;
+use crate::socket::{self, RelayLimits, Side, StunServer};
+use crate::stats::{bump, ConnectionStats, TransportStats};
 use crate::timers::Timers;
-use meshtv_proto::msg::PeerInfo;
+use meshtv_proto::msg::{NatReport, PeerInfo, Plan};
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time};
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 /// Commands waiting for the loop (media ingest produces a few per segment).
@@ -63,6 +67,7 @@ pub struct Driver<C> {
     endpoint: quinn::Endpoint,
     local_addr: SocketAddr,
     stats: Arc<TransportStats>,
+    side: Arc<Side>,
     commands_tx: mpsc::Sender<Command<C>>,
     commands_rx: mpsc::Receiver<Command<C>>,
 }
@@ -74,10 +79,60 @@ impl<C: Node + Send + 'static> Driver<C> {
     /// The core is shared because the HTTP gateway reads a peer's buffer between events;
     /// the driver locks it for one core call at a time, never across an await.
     pub async fn bind(cfg: DriverConfig, core: Arc<Mutex<C>>) -> anyhow::Result<Driver<C>> {
-        let endpoint = endpoint::bind(cfg.bind)?;
+        let stats: Arc<TransportStats> = Arc::default();
+        let (endpoint, side) = endpoint::bind(cfg.bind, cfg.id, stats.clone())?;
+        if let Some(tracker) = cfg.tracker {
+            side.trust_relay(tracker);
+        }
         let local_addr = endpoint.local_addr()?;
         let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_MAX);
-        Ok(Driver { cfg, core, endpoint, local_addr, stats: Arc::default(), commands_tx, commands_rx })
+        Ok(Driver { cfg, core, endpoint, local_addr, stats, side, commands_tx, commands_rx })
+    }
+
+    /// Answers STUN Binding requests on the QUIC port and, given `alternate` (another IP
+    /// of this host and another port), on the three more addresses RFC 5780's tests need:
+    /// the alternate IP and port, the alternate IP with the QUIC port, and the QUIC IP with
+    /// the alternate port (only the last when `alternate` has the QUIC IP).
+    pub async fn serve_stun(&self, alternate: Option<SocketAddr>) -> anyhow::Result<()> {
+        let primary = self.local_addr;
+        let mut alternates = HashMap::new();
+        if let Some(alt) = alternate {
+            if primary.ip().is_unspecified() || alt.ip().is_unspecified() {
+                anyhow::bail!("a second STUN address needs the tracker to listen on one IP, not {}", primary.ip());
+            }
+            if alt.port() == primary.port() {
+                anyhow::bail!("the second STUN address needs a port other than {}", primary.port());
+            }
+            let mut want = vec![((false, true), SocketAddr::new(primary.ip(), alt.port()))];
+            if alt.ip() != primary.ip() {
+                want.push(((true, true), alt));
+                want.push(((true, false), SocketAddr::new(alt.ip(), primary.port())));
+            }
+            for (key, addr) in want {
+                let socket = tokio::net::UdpSocket::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot bind the STUN address {addr}: {e}"))?;
+                alternates.insert(key, Arc::new(socket));
+            }
+        }
+        for (key, socket) in &alternates {
+            tokio::spawn(socket::serve_alternate(self.side.clone(), socket.clone(), *key));
+        }
+        self.side.set_stun_server(StunServer { primary, alternates });
+        Ok(())
+    }
+
+    /// Relays QUIC datagrams between pairs of connected nodes that a core's plans allow,
+    /// within `limits`.
+    pub fn serve_relay(&self, limits: RelayLimits) {
+        self.side.serve_relay(limits);
+    }
+
+    /// Classifies this node's NAT with STUN against the tracker's addresses, on the socket
+    /// QUIC uses (see `discover`). `None` when the tracker does not answer STUN. Takes
+    /// about a second at most.
+    pub async fn discover_nat(&self, tracker: SocketAddr) -> Option<NatReport> {
+        crate::discover::discover(&self.side, tracker).await
     }
 
     /// The address the node is reachable at (with the port picked when binding port 0).
@@ -98,7 +153,7 @@ impl<C: Node + Send + 'static> Driver<C> {
     /// it does not answer within the connect timeout), starts the core, and runs until
     /// `shutdown` resolves; then closes every connection, waiting at most about a second.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Driver { cfg, core, endpoint, stats, commands_tx, commands_rx, .. } = self;
+        let Driver { cfg, core, endpoint, stats, side, commands_tx, commands_rx, .. } = self;
         // Commands come from the handles given out; ours must not keep the queue open.
         drop(commands_tx);
         let (events_tx, events_rx) = mpsc::channel(EVENTS_MAX);
@@ -111,6 +166,9 @@ impl<C: Node + Send + 'static> Driver<C> {
             links: Links::default(),
             timers: Timers::default(),
             to_loop: ToLoop { events: events_tx, stats },
+            side,
+            routes: HashMap::new(),
+            waiting: HashMap::new(),
         };
         if let Some(addr) = cfg.tracker {
             node.connect_tracker(addr).await?;
@@ -145,6 +203,20 @@ struct EventLoop<C> {
     links: Links,
     timers: Timers,
     to_loop: ToLoop,
+    side: Arc<Side>,
+    /// Rendezvous plans being carried out, per peer.
+    routes: HashMap<NodeId, Route>,
+    /// Rendezvous asked of the tracker whose plan has not come yet: dials to these peers wait.
+    waiting: HashMap<NodeId, tokio::time::Instant>,
+}
+
+/// A plan being carried out for one peer (see `punch`).
+struct Route {
+    token: u64,
+    started: tokio::time::Instant,
+    attempts: Arc<AtomicU32>,
+    /// Dropped to stop the punch task (the connection came up, or a new plan replaced it).
+    _cancel: oneshot::Sender<()>,
 }
 
 impl<C: Node + Send + 'static> EventLoop<C> {
@@ -192,6 +264,12 @@ impl<C: Node + Send + 'static> EventLoop<C> {
         for (at, id) in timers {
             self.timers.set(at, id);
         }
+        // A rendezvous asked of the tracker: dials to that peer wait for its plan.
+        for (to, msg) in &sends {
+            if let (true, Msg::Rendezvous { peer, answer: false, .. }) = (*to == NodeId::TRACKER, msg) {
+                self.await_plan(*peer);
+            }
+        }
         // Dials first, so that messages to a node being dialed wait for it; closes last,
         // so that a goodbye sent with a close is written before the connection goes.
         for peer in dials {
@@ -206,6 +284,12 @@ impl<C: Node + Send + 'static> EventLoop<C> {
     }
 
     fn send(&mut self, to: NodeId, msg: Msg) {
+        // A tracker's plan that sends `to` through this node as a relay: allow the pair.
+        if let Msg::Introduce { peer, plan: Plan { relay: Some(NodeId::TRACKER), .. }, .. } = &msg {
+            if self.id == NodeId::TRACKER {
+                self.side.grant_relay(to, *peer);
+            }
+        }
         let (sent, why) = match self.links.current(to) {
             Some(link) => (link.try_send(msg), "its send queue is full"),
             None => (self.links.queue(to, msg), "there is no connection to it"),
@@ -226,6 +310,11 @@ impl<C: Node + Send + 'static> EventLoop<C> {
         }
         self.links.start_dial(peer.id);
         bump(&self.to_loop.stats.dials_started, 1);
+        if self.waiting.contains_key(&peer.id) || self.routes.contains_key(&peer.id) {
+            // A rendezvous brings this connection; messages wait for it.
+            self.links.route_dial(peer.id);
+            return;
+        }
         let (endpoint, to_loop, local, timeout) =
             (self.endpoint.clone(), self.to_loop.clone(), self.id, self.connect_timeout);
         tokio::spawn(async move {
@@ -290,6 +379,29 @@ impl<C: Node + Send + 'static> EventLoop<C> {
 
     fn on_event(&mut self, event: Event) {
         match event {
+            Event::RouteFailed { peer, token } => {
+                if self.routes.get(&peer).is_some_and(|r| r.token == token) {
+                    self.routes.remove(&peer);
+                    self.side.stop_punches(token);
+                    debug!(%peer, "rendezvous failed");
+                    self.fail_routed_dial(peer);
+                }
+            }
+            Event::PlanMissing { peer, asked } => {
+                if self.waiting.get(&peer) == Some(&asked) {
+                    self.waiting.remove(&peer);
+                    debug!(%peer, "no rendezvous plan from the tracker in time");
+                    self.fail_routed_dial(peer);
+                }
+            }
+            Event::Message { from: NodeId::TRACKER, conn, msg: Msg::Introduce { peer, plan, reply } } => {
+                let open = self.links.get(NodeId::TRACKER, conn).is_some_and(|l| l.state != LinkState::Closing);
+                if open && self.tracker.is_some() {
+                    self.execute(peer, &plan);
+                    let msg = Msg::Introduce { peer, plan, reply };
+                    self.call(|core, now, out| core.on_message(now, NodeId::TRACKER, msg, out));
+                }
+            }
             Event::Up { peer, link } => self.link_up(peer, link),
             Event::DialFailed { peer, error } => {
                 bump(&self.to_loop.stats.connections_failed, 1);
@@ -314,6 +426,12 @@ impl<C: Node + Send + 'static> EventLoop<C> {
                 let Some(last) = self.links.remove(peer, conn) else { return };
                 bump(&self.to_loop.stats.connections_closed, 1);
                 debug!(%peer, %reason, last, "connection ended");
+                if last {
+                    self.side.node_gone(peer);
+                    if let Ok(mut c) = self.to_loop.stats.connections.lock() {
+                        c.remove(&peer);
+                    }
+                }
                 // With a dial in progress, its outcome decides: a new connection or a report.
                 if last && !self.links.dialing(peer) {
                     self.call(|core, now, out| core.on_disconnect(now, peer, out));
@@ -325,7 +443,8 @@ impl<C: Node + Send + 'static> EventLoop<C> {
     fn link_up(&mut self, peer: NodeId, mut link: Link) {
         bump(&self.to_loop.stats.connections_opened, 1);
         debug!(%peer, outbound = link.outbound, "connection up");
-        let waiting = if link.outbound {
+        self.record_connection(peer, &link);
+        let waiting = if link.outbound || self.links.is_routed(peer) {
             match self.links.finish_dial(peer) {
                 Some(dial) if dial.cancelled => {
                     link.close();
@@ -343,6 +462,113 @@ impl<C: Node + Send + 'static> EventLoop<C> {
         }
         for msg in waiting {
             self.send(peer, msg);
+        }
+    }
+
+    /// Dials to `peer` wait for the tracker's plan, for at most the connect timeout.
+    fn await_plan(&mut self, peer: NodeId) {
+        if self.links.is_connected(peer) || self.routes.contains_key(&peer) {
+            return;
+        }
+        let asked = tokio::time::Instant::now();
+        self.waiting.insert(peer, asked);
+        let (events, timeout) = (self.to_loop.events.clone(), self.connect_timeout);
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let _ = events.send(Event::PlanMissing { peer, asked }).await;
+        });
+    }
+
+    /// Carries out the tracker's plan for reaching `peer` (see `punch`).
+    fn execute(&mut self, peer: NodeId, plan: &Plan) {
+        let asked = self.waiting.remove(&peer);
+        if peer == self.id || self.links.is_connected(peer) {
+            return;
+        }
+        if self.routes.get(&peer).is_some_and(|r| r.token == plan.token) {
+            return;
+        }
+        let relay = match plan.relay {
+            Some(NodeId::TRACKER) => self.tracker,
+            Some(node) => self.links.current(node).map(|l| l.remote()),
+            None => None,
+        };
+        if plan.targets.is_empty() && relay.is_none() {
+            debug!(%peer, "the tracker cannot connect us to this peer");
+            self.fail_routed_dial(peer);
+            return;
+        }
+        if self.links.dialing(peer) {
+            self.links.route_dial(peer);
+        }
+        let started = asked.unwrap_or_else(tokio::time::Instant::now);
+        let attempts = Arc::new(AtomicU32::new(0));
+        let (proofs_tx, proofs_rx) = mpsc::channel(punch::PROOFS_MAX);
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        if plan.punch && plan.direct_ms > 0 {
+            self.side.expect_punches(plan.token, peer, proofs_tx);
+            // The first round now, in plan order (see `punch`).
+            punch::punch_round(&self.side, plan, peer);
+        }
+        if let Some(old) = self
+            .routes
+            .insert(peer, Route { token: plan.token, started, attempts: attempts.clone(), _cancel: cancel_tx })
+        {
+            if old.token != plan.token {
+                self.side.stop_punches(old.token);
+            }
+        }
+        let job = punch::Job {
+            peer,
+            local: self.id,
+            plan: plan.clone(),
+            relay,
+            endpoint: self.endpoint.clone(),
+            side: self.side.clone(),
+            to_loop: self.to_loop.clone(),
+            timeout: self.connect_timeout,
+            attempts,
+        };
+        tokio::spawn(punch::run(job, proofs_rx, cancel_rx));
+    }
+
+    /// A dial that waited for a rendezvous will not come up: as for any failed dial.
+    fn fail_routed_dial(&mut self, peer: NodeId) {
+        if !self.links.is_routed(peer) {
+            return;
+        }
+        bump(&self.to_loop.stats.connections_failed, 1);
+        if let Some(dial) = self.links.finish_dial(peer) {
+            bump(&self.to_loop.stats.messages_dropped, dial.queue.len() as u64);
+        }
+        if !self.links.has_links(peer) {
+            self.call(|core, now, out| core.on_disconnect(now, peer, out));
+        }
+    }
+
+    /// Counts a new connection as direct or relayed, ends its rendezvous, and keeps its
+    /// figures for the stats API. A relay learns here where each node is.
+    fn record_connection(&mut self, peer: NodeId, link: &Link) {
+        let remote = link.remote();
+        self.side.node_at(peer, remote);
+        let relayed = self.side.resolve_virtual(remote);
+        let stats = &self.to_loop.stats;
+        bump(if relayed.is_some() { &stats.connections_relayed } else { &stats.connections_direct }, 1);
+        self.waiting.remove(&peer);
+        let route = self.routes.remove(&peer);
+        if let Some(r) = &route {
+            self.side.stop_punches(r.token);
+        }
+        let entry = ConnectionStats {
+            peer: peer.to_string(),
+            path: if relayed.is_some() { "relay" } else { "direct" },
+            remote: relayed.map_or(remote, |(relay, _)| relay),
+            outbound: link.outbound,
+            attempts: route.as_ref().map_or(1, |r| r.attempts.load(Ordering::Relaxed).max(1)),
+            connect_ms: route.as_ref().map(|r| r.started.elapsed().as_millis() as u64),
+        };
+        if let Ok(mut c) = stats.connections.lock() {
+            c.insert(peer, entry);
         }
     }
 

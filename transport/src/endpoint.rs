@@ -1,11 +1,14 @@
-//! The node's QUIC endpoint: one UDP socket that both accepts and dials, and the QUIC
-//! transport parameters every meshtv connection uses.
+//! The node's QUIC endpoint: one UDP socket that both accepts and dials (and carries STUN,
+//! punches and relay frames beside QUIC), and the QUIC transport parameters every meshtv
+//! connection uses.
 
+use crate::socket::{MeshSocket, Side};
+use crate::stats::TransportStats;
 use crate::tls;
 use anyhow::Context;
-use meshtv_proto::limits;
+use meshtv_proto::{limits, NodeId};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn::{EndpointConfig, IdleTimeout, TransportConfig, VarInt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,13 +57,26 @@ fn server_config() -> anyhow::Result<quinn::ServerConfig> {
     Ok(cfg)
 }
 
-/// Binds `addr` and makes it an endpoint that serves and dials. Must run inside tokio.
-pub(crate) fn bind(addr: SocketAddr) -> anyhow::Result<quinn::Endpoint> {
+/// Binds `addr` and makes it an endpoint that serves and dials, on the socket it shares
+/// with STUN, punching and relaying (see `socket`). Must run inside tokio.
+pub(crate) fn bind(
+    addr: SocketAddr,
+    local_id: NodeId,
+    stats: Arc<TransportStats>,
+) -> anyhow::Result<(quinn::Endpoint, Arc<Side>)> {
     let server = server_config().context("building the TLS server identity")?;
     let client = client_config().context("building the TLS client configuration")?;
     // The cause goes into the message itself, so that it shows however the error is printed.
-    let mut endpoint = quinn::Endpoint::server(server, addr)
+    let socket = MeshSocket::bind(addr, local_id, stats)
         .map_err(|e| anyhow::anyhow!("cannot bind UDP {addr}: {e} (is another node using this address?)"))?;
+    let side = socket.side.clone();
+    // QUIC's fixed bit is what tells QUIC from STUN, punch and relay datagrams on the
+    // socket: peers must not grease it.
+    let mut endpoint_config = EndpointConfig::default();
+    endpoint_config.grease_quic_bit(false);
+    let mut endpoint =
+        quinn::Endpoint::new_with_abstract_socket(endpoint_config, Some(server), socket, Arc::new(quinn::TokioRuntime))
+            .map_err(|e| anyhow::anyhow!("cannot start QUIC on UDP {addr}: {e}"))?;
     endpoint.set_default_client_config(client);
-    Ok(endpoint)
+    Ok((endpoint, side))
 }

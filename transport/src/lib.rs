@@ -3,6 +3,11 @@
 //! control messages on one bidirectional stream per connection, each piece on its own
 //! prioritised unidirectional stream so that older segments go out first.
 //!
+//! The same socket carries STUN (a tracker answers it; a peer classifies its NAT with it),
+//! punch packets and relay frames beside QUIC (`socket`). NAT traversal follows the
+//! tracker core's rendezvous plans (`Msg::Introduce`, carried out by `punch`): the driver
+//! acts on the plans it carries, it does not make them.
+//!
 //! This crate is the only place in meshtv with sockets and clocks: the cores get time,
 //! messages and timer firings from here, and hand back an [`Outbox`](meshtv_proto::Outbox).
 //!
@@ -14,15 +19,20 @@
 
 mod clock;
 mod connection;
+mod discover;
 mod driver;
 mod endpoint;
 pub mod framing;
 mod links;
+mod punch;
+mod socket;
 mod stats;
+mod stun;
 mod timers;
 pub mod tls;
 
 pub use clock::now;
 pub use driver::{Command, Driver, DriverConfig};
 pub use endpoint::client_config;
-pub use stats::{StatsSnapshot, TransportStats};
+pub use socket::RelayLimits;
+pub use stats::{ConnectionStats, StatsSnapshot, TransportStats};

@@ -52,6 +52,10 @@ impl Link {
         self.conn.stable_id()
     }
 
+    pub(crate) fn remote(&self) -> std::net::SocketAddr {
+        self.conn.remote_address()
+    }
+
     /// Queues a message for the writer; false if the queue is full or the writer gone.
     pub(crate) fn try_send(&self, msg: Msg) -> bool {
         self.writer.try_send(Outgoing::Msg(msg)).is_ok()
@@ -107,6 +111,9 @@ pub(crate) struct Dial {
     pub(crate) queue: VecDeque<Msg>,
     /// The core closed the node while we were dialing it: close the connection on arrival.
     pub(crate) cancelled: bool,
+    /// A rendezvous brings the connection (punched or relayed, in either direction): there
+    /// is no QUIC dial of this dial's own, and an incoming connection completes it.
+    pub(crate) routed: bool,
 }
 
 #[derive(Default)]
@@ -199,6 +206,17 @@ impl Links {
     pub(crate) fn start_dial(&mut self, peer: NodeId) {
         let fresh = self.dials.insert(peer, Dial::default()).is_none();
         debug_assert!(fresh, "one dial per node at a time");
+    }
+
+    /// Marks the dial to `peer` as brought by a rendezvous (see [`Dial::routed`]).
+    pub(crate) fn route_dial(&mut self, peer: NodeId) {
+        if let Some(d) = self.dials.get_mut(&peer) {
+            d.routed = true;
+        }
+    }
+
+    pub(crate) fn is_routed(&self, peer: NodeId) -> bool {
+        self.dials.get(&peer).is_some_and(|d| d.routed)
     }
 
     /// Holds `msg` until the dial to `peer` completes; false (and `msg` dropped) when no

@@ -22,6 +22,39 @@ pub struct TransportStats {
     pub connections_closed: AtomicU64,
     /// Outgoing messages that were not carried: no connection, a full queue, too large.
     pub messages_dropped: AtomicU64,
+    /// Datagrams that were neither QUIC nor STUN, punch or relay traffic we expected
+    /// (malformed, unsolicited, spoofed): dropped with a log line.
+    pub datagrams_dropped: AtomicU64,
+    pub stun_answered: AtomicU64,
+    pub punches_sent: AtomicU64,
+    pub punches_received: AtomicU64,
+    /// Connections that came up directly and through a relay.
+    pub connections_direct: AtomicU64,
+    pub connections_relayed: AtomicU64,
+    /// This node's datagrams sent through a relay (frame bytes).
+    pub relay_bytes_sent: AtomicU64,
+    /// As a relay: bytes forwarded for others, and datagrams refused by the bandwidth limits.
+    pub relay_bytes_forwarded: AtomicU64,
+    pub relay_datagrams_limited: AtomicU64,
+    /// The connections up now, per node (see [`ConnectionStats`]).
+    pub connections: std::sync::Mutex<std::collections::BTreeMap<meshtv_proto::NodeId, ConnectionStats>>,
+}
+
+/// One connection as it came up: how, after how many attempts and how long.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ConnectionStats {
+    pub peer: String,
+    /// "direct" or "relay".
+    pub path: &'static str,
+    /// The peer's address, or the relay's for a relayed connection.
+    pub remote: std::net::SocketAddr,
+    /// This node opened it.
+    pub outbound: bool,
+    /// Ways tried before it came up (a direct attempt, then the relay).
+    pub attempts: u32,
+    /// From the moment this node wanted the connection (its core dialed, or the tracker
+    /// introduced the peer) to the connection being up; `None` for connections it did not ask for.
+    pub connect_ms: Option<u64>,
 }
 
 /// A copy of the counters at one moment, for reports and assertions.
@@ -36,6 +69,15 @@ pub struct StatsSnapshot {
     pub connections_failed: u64,
     pub connections_closed: u64,
     pub messages_dropped: u64,
+    pub datagrams_dropped: u64,
+    pub stun_answered: u64,
+    pub punches_sent: u64,
+    pub punches_received: u64,
+    pub connections_direct: u64,
+    pub connections_relayed: u64,
+    pub relay_bytes_sent: u64,
+    pub relay_bytes_forwarded: u64,
+    pub relay_datagrams_limited: u64,
 }
 
 impl StatsSnapshot {
@@ -58,7 +100,21 @@ impl TransportStats {
             connections_failed: get(&self.connections_failed),
             connections_closed: get(&self.connections_closed),
             messages_dropped: get(&self.messages_dropped),
+            datagrams_dropped: get(&self.datagrams_dropped),
+            stun_answered: get(&self.stun_answered),
+            punches_sent: get(&self.punches_sent),
+            punches_received: get(&self.punches_received),
+            connections_direct: get(&self.connections_direct),
+            connections_relayed: get(&self.connections_relayed),
+            relay_bytes_sent: get(&self.relay_bytes_sent),
+            relay_bytes_forwarded: get(&self.relay_bytes_forwarded),
+            relay_datagrams_limited: get(&self.relay_datagrams_limited),
         }
+    }
+
+    /// The connections up now, one per node (its newest).
+    pub fn connections(&self) -> Vec<ConnectionStats> {
+        self.connections.lock().map(|c| c.values().cloned().collect()).unwrap_or_default()
     }
 
     pub(crate) fn count_sent(&self, media: bool, bytes: usize) {

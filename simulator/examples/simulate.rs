@@ -1,0 +1,35 @@
+//! Runs a scenario without the CLI (quick to build, for profiling):
+//! `cargo run --release -p meshtv-simulator --example simulate -- SCENARIO [POLICY] [PEERS] [DURATION_S]`.
+
+use meshtv_simulator::{run, Policy, Scenario};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let mut s = Scenario::load(args.get(1).map_or("small", String::as_str)).expect("scenario");
+    if let Some(p) = args.get(2) {
+        s.policy = p.clone();
+    }
+    if let Some(n) = args.get(3) {
+        s.peers = n.parse().expect("peers");
+    }
+    if let Some(d) = args.get(4) {
+        s.duration_s = d.parse().expect("duration");
+    }
+    let policy = Policy::from_name(&s.policy).expect("policy");
+    let mut last = 0.0;
+    let report = run(&s, &[policy], &mut |_, p| {
+        if p.sim_s - last >= 10.0 {
+            last = p.sim_s;
+            eprintln!("  t={:.0}s events={}", p.sim_s, p.events);
+        }
+    });
+    let mut report = report;
+    for p in report.policies.values_mut() {
+        p.series = Default::default();
+        p.startup_cdf.clear();
+        p.live_delay_cdf.clear();
+    }
+    println!("{}", report.to_json());
+    println!("{}", report.summary_table());
+    println!("wall_s={:.2} events/s={:.0}", report.wall_s, report.events as f64 / report.wall_s);
+}

@@ -1,0 +1,1029 @@
+//! The discrete-event engine: virtual time jumps from one event to the next (a binary heap
+//! keyed by time, then by insertion order, so ties break the same way on every run).
+//! Nodes are the production cores behind [`meshtv_proto::Node`]; the engine carries out
+//! their [`Outbox`]es: connections come up (or not) as the NAT model says, control
+//! messages arrive after the path's latency, pieces after the flow model has carried their
+//! bytes, timers fire, viewers arrive and leave, partitions cut and heal.
+//!
+//! Pieces travel as the real transport sends them: each connection is one QUIC congestion
+//! controller, so a connection with pieces queued is one flow of the bandwidth model, and
+//! its pieces go one after the other, earlier segments first (the transport's stream
+//! priority), with at most [`LINK_QUEUE_PIECES_MAX`] waiting (its write queue bound).
+//! Modelling each piece as its own flow would share a sender's upload among all its
+//! queued pieces at once, which no QUIC stack does, and which makes every piece late as
+//! soon as a sender is oversubscribed.
+
+use crate::flows::{FlowId, Flows, ResId, Rescheduled};
+use crate::latency::Place;
+use crate::metrics::Collector;
+use crate::policy::Policy;
+use crate::population::{self, Viewer};
+use crate::scenario::Scenario;
+use crate::verify::Remembering;
+use bytes::Bytes;
+use meshtv_peer::{Peer, PeerConfig, PeerRole};
+use meshtv_proto::media::{ChannelDescriptor, Container};
+use meshtv_proto::msg::PeerInfo;
+use meshtv_proto::nat::{self, Path, Reachability};
+use meshtv_proto::sign::Broadcaster;
+use meshtv_proto::{codec, ChannelId, Msg, Node, NodeId, Outbox, Time, TimerId};
+use meshtv_tracker::Tracker;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The source's node id (the tracker's is [`NodeId::TRACKER`]); viewers follow.
+pub const SOURCE: NodeId = NodeId(1);
+/// Pieces waiting on one connection beyond the one being sent; more are dropped, as the
+/// transport's bounded write queue drops them.
+pub const LINK_QUEUE_PIECES_MAX: usize = 1024;
+/// Bytes a piece costs on the wire beyond its data (frame and stream headers).
+const PIECE_OVERHEAD_BYTES: u64 = 32;
+/// A message is lost and resent at most this many times in a row (QUIC gives up later,
+/// but the odds of more at a loss rate below 0.5 are negligible).
+const RETRANSMITS_MAX: u32 = 8;
+/// The channel every scenario streams.
+const CHANNEL: &str = "sim";
+/// Capacity of the tracker's and source's download (they receive control traffic only).
+const SERVER_DOWNLOAD_BPS: f64 = 10e9;
+
+/// A production core, as the engine holds it.
+pub enum Core {
+    Tracker(Box<Tracker>),
+    Peer(Box<Peer>),
+}
+
+impl Core {
+    fn node(&mut self) -> &mut dyn Node {
+        match self {
+            Core::Tracker(t) => t.as_mut(),
+            Core::Peer(p) => p.as_mut(),
+        }
+    }
+
+    pub fn as_peer(&self) -> Option<&Peer> {
+        match self {
+            Core::Peer(p) => Some(p),
+            Core::Tracker(_) => None,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum LinkState {
+    /// Handshake done at `up_at` (messages sent earlier wait for it).
+    Up,
+    /// A dial that cannot succeed; the dialer hears `on_disconnect` at its timeout.
+    Failing,
+}
+
+/// One node's end of a connection.
+#[derive(Copy, Clone, Debug)]
+struct Link {
+    state: LinkState,
+    up_at: Time,
+    relayed: bool,
+    /// When the last control message sent on it arrives: the control stream is ordered.
+    control_at: Time,
+}
+
+struct Slot {
+    core: Core,
+    up: ResId,
+    down: ResId,
+    reach: Reachability,
+    place: Place,
+    cut_sides: u32,
+    links: BTreeMap<NodeId, Link>,
+    /// Current generation of each armed timer; a re-armed timer's older firing is stale.
+    timers: Vec<(TimerId, u32)>,
+    /// Index into the population, for viewers.
+    viewer: Option<u32>,
+    joined_at: Time,
+}
+
+enum Ev {
+    Deliver {
+        from: NodeId,
+        to: NodeId,
+        msg: Msg,
+    },
+    Timer {
+        node: NodeId,
+        timer: TimerId,
+        generation: u32,
+    },
+    /// Tell `node` that its connection to `peer` is gone.
+    Disconnect {
+        node: NodeId,
+        peer: NodeId,
+    },
+    Arrive {
+        viewer: u32,
+    },
+    Depart {
+        node: NodeId,
+    },
+    Publish {
+        seq: u64,
+    },
+    Cut {
+        partition: u32,
+    },
+    Heal {
+        partition: u32,
+    },
+    Sample,
+}
+
+/// A heap entry: small, so that sifting moves little; the event waits in a slab.
+struct Entry {
+    at: Time,
+    seq: u64,
+    ev: u32,
+}
+
+impl PartialEq for Entry {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A piece being carried by the flow model.
+struct InFlight {
+    from: NodeId,
+    to: NodeId,
+    msg: Msg,
+    latency_us: u64,
+    /// Not delivered before this (the connection's handshake, a retransmission).
+    not_before: Time,
+}
+
+/// A piece waiting on a connection, in send order: earlier segment first, then FIFO.
+struct Queued {
+    seq: u64,
+    order: u64,
+    piece: InFlight,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.seq, self.order) == (o.seq, o.order)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> Ordering {
+        (self.seq, self.order).cmp(&(o.seq, o.order))
+    }
+}
+
+/// The pieces of one directed connection: the one in the flow model and those waiting.
+#[derive(Default)]
+struct LinkQueue {
+    flow: Option<FlowId>,
+    waiting: BinaryHeap<Reverse<Queued>>,
+}
+
+/// What the engine counted, for the report and for tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub events: u64,
+    pub media_bytes: u64,
+    pub control_bytes: u64,
+    /// Media bytes the source uploaded (pushes and fallback answers alike).
+    pub source_media_bytes: u64,
+    pub messages_delivered: u64,
+    pub messages_dropped: u64,
+    /// Viewer-to-viewer connection attempts, by outcome.
+    pub dials_direct: u64,
+    pub dials_relayed: u64,
+    pub dials_failed: u64,
+    /// Dials to nodes that had already left (churn, not NAT).
+    pub dials_to_departed: u64,
+    /// Messages that reached a partition's edge while it was cut, and were lost there.
+    pub lost_to_cut: u64,
+    /// Messages delivered between nodes on different sides of any partition while it
+    /// was healed (shows traffic resumed).
+    pub delivered_across_healed: u64,
+    pub arrivals: u64,
+    pub departures: u64,
+    pub disconnects: u64,
+    pub flows_started: u64,
+}
+
+/// Called now and then with how far the run is, for a progress bar.
+#[derive(Copy, Clone, Debug)]
+pub struct Progress {
+    pub sim_s: f64,
+    pub duration_s: f64,
+    pub events: u64,
+}
+
+pub struct Engine {
+    pub scenario: Scenario,
+    pub policy: Policy,
+    now: Time,
+    end: Time,
+    queue: BinaryHeap<Reverse<Entry>>,
+    /// Flow completions, kept apart from the heap because a flow's completion moves every
+    /// time its rate changes: an ordered set lets the old entry go, where a heap would
+    /// pile up stale ones. Keyed like the heap (time, then the same insertion counter).
+    completions: BTreeSet<(Time, u64, FlowId)>,
+    flow_due: Vec<Option<(Time, u64)>>,
+    /// Events by slab index, and the free indices.
+    events: Vec<Option<Ev>>,
+    free_events: Vec<u32>,
+    seq: u64,
+    nodes: Vec<Option<Box<Slot>>>,
+    flows: Flows,
+    in_flight: Vec<Option<InFlight>>,
+    /// Piece queues by (sender, receiver). Only ever looked up, never iterated, so the
+    /// hasher's order cannot reach the results.
+    link_queues: HashMap<(NodeId, NodeId), LinkQueue>,
+    queue_order: u64,
+    relay: Option<ResId>,
+    rng: ChaCha8Rng,
+    population: Vec<Viewer>,
+    session_rngs: Vec<ChaCha8Rng>,
+    cut_active: u32,
+    cut_ever: u32,
+    changed: Vec<Rescheduled>,
+    verifier: Arc<Remembering>,
+    pub counters: Counters,
+    pub collector: Collector,
+}
+
+fn addr_of(id: NodeId) -> SocketAddr {
+    // Addresses only matter to the transport; the engine routes by node id.
+    SocketAddr::from((Ipv4Addr::new(10, (id.0 >> 16) as u8, (id.0 >> 8) as u8, id.0 as u8), 4433))
+}
+
+impl Engine {
+    pub fn new(scenario: &Scenario, policy: Policy) -> Engine {
+        let s = scenario.clone();
+        let population = population::draw(&s);
+        let session_rngs = population.iter().map(|v| ChaCha8Rng::seed_from_u64(v.session_seed)).collect();
+        let broadcaster = Broadcaster::from_seed(s.seed);
+        let descriptor = ChannelDescriptor {
+            id: ChannelId::derive(&broadcaster.public_key(), CHANNEL),
+            name: CHANNEL.into(),
+            broadcaster_key: broadcaster.public_key(),
+            container: Container::MpegTs,
+            live: true,
+            stripes: s.stripes,
+            piece_bytes: s.piece_bytes,
+            segment_duration_ms_target: s.segment_duration_ms,
+            bitrate_bps: s.bitrate_bps,
+        };
+        let mut flows = Flows::default();
+        let relay = (s.network.relay_upload_bps > 0).then(|| flows.add_resource(s.network.relay_upload_bps as f64));
+        let mut e = Engine {
+            end: Time::from_secs_f64(s.duration_s),
+            now: Time::ZERO,
+            queue: BinaryHeap::new(),
+            completions: BTreeSet::new(),
+            flow_due: Vec::new(),
+            events: Vec::new(),
+            free_events: Vec::new(),
+            seq: 0,
+            nodes: Vec::new(),
+            flows,
+            in_flight: Vec::new(),
+            link_queues: HashMap::new(),
+            queue_order: 0,
+            relay,
+            rng: ChaCha8Rng::seed_from_u64(s.seed ^ 0x5851_f42d_4c95_7f2d),
+            population,
+            session_rngs,
+            cut_active: 0,
+            cut_ever: 0,
+            changed: Vec::new(),
+            verifier: Arc::new(Remembering::default()),
+            counters: Counters::default(),
+            collector: Collector::new(&s),
+            policy,
+            scenario: s,
+        };
+        // The tracker and the source: public, at the centre of the plane.
+        let tracker = Tracker::new(policy.tracker_config(&e.scenario, e.scenario.seed));
+        e.add_node(NodeId::TRACKER, Core::Tracker(Box::new(tracker)), 10e9, SERVER_DOWNLOAD_BPS, None);
+        let mut cfg =
+            PeerConfig::new(SOURCE, addr_of(SOURCE), PeerRole::Source { descriptor, secret: broadcaster.secret() });
+        cfg.seed = e.scenario.seed ^ SOURCE.0;
+        cfg.verifier = e.verifier.clone();
+        policy.source_config(&e.scenario, &mut cfg);
+        let source_up = policy.source_upload_bps(&e.scenario) as f64;
+        e.add_node(SOURCE, Core::Peer(Box::new(Peer::new(cfg))), source_up, SERVER_DOWNLOAD_BPS, None);
+        // Segments from one second in, so the source is registered first.
+        e.push(Time::from_millis(1000), Ev::Publish { seq: 0 });
+        let mut arrivals = Vec::new();
+        for (i, v) in e.population.iter().enumerate() {
+            let at = Time::from_secs_f64(v.arrive_s);
+            if at < e.end {
+                arrivals.push((at, i as u32));
+            }
+        }
+        for (at, viewer) in arrivals {
+            e.push(at, Ev::Arrive { viewer });
+        }
+        for (k, p) in e.scenario.partitions.clone().iter().enumerate().take(population::PARTITIONS_MAX) {
+            e.push(Time::from_secs_f64(p.at_s), Ev::Cut { partition: k as u32 });
+            e.push(Time::from_secs_f64(p.heal_s), Ev::Heal { partition: k as u32 });
+        }
+        e.push(Time::ZERO, Ev::Sample);
+        e
+    }
+
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    pub fn end(&self) -> Time {
+        self.end
+    }
+
+    /// The core of a live node.
+    pub fn core(&self, id: NodeId) -> Option<&Core> {
+        self.nodes.get(id.0 as usize)?.as_ref().map(|s| &s.core)
+    }
+
+    /// Live viewers, by id.
+    pub fn viewers(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
+        self.nodes.iter().enumerate().filter_map(|(i, s)| {
+            let s = s.as_ref()?;
+            s.viewer?;
+            Some((NodeId(i as u64), s.core.as_peer()?))
+        })
+    }
+
+    /// Node ids that are currently connected to `id` (for tests).
+    pub fn links_of(&self, id: NodeId) -> Vec<NodeId> {
+        self.slot(id)
+            .map(|s| s.links.iter().filter(|(_, l)| l.state == LinkState::Up).map(|(k, _)| *k).collect())
+            .unwrap_or_default()
+    }
+
+    /// True when `a` and `b` are on different sides of an active partition.
+    pub fn cut_between(&self, a: NodeId, b: NodeId) -> bool {
+        self.sides(a, b) & self.cut_active != 0
+    }
+
+    fn sides(&self, a: NodeId, b: NodeId) -> u32 {
+        let side = |id: NodeId| self.slot(id).map_or(0, |s| s.cut_sides);
+        side(a) ^ side(b)
+    }
+
+    pub fn flows(&self) -> &Flows {
+        &self.flows
+    }
+
+    fn slot(&self, id: NodeId) -> Option<&Slot> {
+        self.nodes.get(id.0 as usize)?.as_deref()
+    }
+
+    fn slot_mut(&mut self, id: NodeId) -> Option<&mut Slot> {
+        self.nodes.get_mut(id.0 as usize)?.as_deref_mut()
+    }
+
+    fn push(&mut self, at: Time, ev: Ev) {
+        self.seq += 1;
+        let slot = match self.free_events.pop() {
+            Some(i) => {
+                self.events[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.events.push(Some(ev));
+                (self.events.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse(Entry { at: at.max(self.now), seq: self.seq, ev: slot }));
+    }
+
+    fn add_node(&mut self, id: NodeId, core: Core, up_bps: f64, down_bps: f64, viewer: Option<u32>) {
+        let (reach, place, cut_sides) = match viewer {
+            Some(v) => {
+                let v = &self.population[v as usize];
+                (v.reach, v.place, v.cut_sides)
+            }
+            None => (Reachability::Open, Place::CENTRE, 0),
+        };
+        let slot = Slot {
+            core,
+            up: self.flows.add_resource(up_bps),
+            down: self.flows.add_resource(down_bps),
+            reach,
+            place,
+            cut_sides,
+            links: BTreeMap::new(),
+            timers: Vec::new(),
+            viewer,
+            joined_at: self.now,
+        };
+        let i = id.0 as usize;
+        if self.nodes.len() <= i {
+            self.nodes.resize_with(i + 1, || None);
+        }
+        self.nodes[i] = Some(Box::new(slot));
+        let mut out = Outbox::default();
+        let now = self.now;
+        if let Some(s) = self.slot_mut(id) {
+            s.core.node().on_start(now, &mut out);
+        }
+        self.apply(id, out);
+    }
+
+    /// Runs until virtual time `until` (or the end), calling `progress` every simulated
+    /// second.
+    pub fn run_until(&mut self, until: Time, progress: &mut dyn FnMut(Progress)) {
+        let until = until.min(self.end);
+        let mut next_report = self.now + Duration::from_secs(1);
+        loop {
+            let heap_next = self.queue.peek().map(|Reverse(e)| (e.at, e.seq));
+            let flow_next = self.completions.first().map(|&(at, seq, _)| (at, seq));
+            let flow_first = match (heap_next, flow_next) {
+                (None, None) => break,
+                (Some(h), Some(f)) => f < h,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            if flow_first {
+                let Some((at, _, flow)) = self.completions.first().copied() else { break };
+                if at > until {
+                    break;
+                }
+                self.completions.pop_first();
+                self.flow_due[flow as usize] = None;
+                self.now = at;
+                self.counters.events += 1;
+                self.end_flow(flow, true);
+                continue;
+            }
+            let Some(Reverse(top)) = self.queue.peek() else { break };
+            if top.at > until {
+                break;
+            }
+            let Some(Reverse(Entry { at, ev: index, .. })) = self.queue.pop() else { break };
+            let Some(ev) = self.events[index as usize].take() else { continue };
+            self.free_events.push(index);
+            self.now = at;
+            self.handle(ev);
+            if self.now >= next_report {
+                next_report = self.now + Duration::from_secs(1);
+                progress(Progress {
+                    sim_s: self.now.as_secs_f64(),
+                    duration_s: self.end.as_secs_f64(),
+                    events: self.counters.events,
+                });
+            }
+        }
+        self.now = until;
+    }
+
+    /// Runs to the end and records every viewer still present.
+    pub fn finish(&mut self, progress: &mut dyn FnMut(Progress)) {
+        self.run_until(self.end, progress);
+        self.sample();
+        let now = self.now;
+        for (i, s) in self.nodes.iter().enumerate() {
+            if let Some(s) = s {
+                if let (Some(_), Some(p)) = (s.viewer, s.core.as_peer()) {
+                    self.collector.record(NodeId(i as u64), p, now, false);
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver { from, to, msg } => {
+                self.counters.events += 1;
+                if self.cut_between(from, to) {
+                    // Sent before the cut, still in flight when it came: lost.
+                    self.counters.lost_to_cut += 1;
+                    return;
+                }
+                if self.sides(from, to) & self.cut_ever != 0 {
+                    self.counters.delivered_across_healed += 1;
+                }
+                let now = self.now;
+                let mut out = Outbox::default();
+                let Some(slot) = self.slot_mut(to) else {
+                    self.counters.messages_dropped += 1;
+                    return;
+                };
+                if !slot.links.get(&from).is_some_and(|l| l.state == LinkState::Up) {
+                    // The connection closed while this was in flight.
+                    self.counters.messages_dropped += 1;
+                    return;
+                }
+                slot.core.node().on_message(now, from, msg, &mut out);
+                self.counters.messages_delivered += 1;
+                self.apply(to, out);
+            }
+            Ev::Timer { node, timer, generation } => {
+                let now = self.now;
+                let mut out = Outbox::default();
+                let Some(slot) = self.slot_mut(node) else { return };
+                if !slot.timers.iter().any(|&(t, g)| t == timer && g == generation) {
+                    return;
+                }
+                slot.core.node().on_timer(now, timer, &mut out);
+                self.counters.events += 1;
+                self.apply(node, out);
+            }
+            Ev::Disconnect { node, peer } => {
+                let now = self.now;
+                let mut out = Outbox::default();
+                let Some(slot) = self.slot_mut(node) else { return };
+                match slot.links.get(&peer).map(|l| l.state) {
+                    Some(LinkState::Up) => return,
+                    Some(LinkState::Failing) => {
+                        slot.links.remove(&peer);
+                    }
+                    None => {}
+                }
+                slot.core.node().on_disconnect(now, peer, &mut out);
+                self.counters.events += 1;
+                self.counters.disconnects += 1;
+                self.apply(node, out);
+            }
+            Ev::Arrive { viewer } => {
+                self.counters.events += 1;
+                self.arrive(viewer);
+            }
+            Ev::Depart { node } => {
+                self.counters.events += 1;
+                self.depart(node);
+            }
+            Ev::Publish { seq } => {
+                self.counters.events += 1;
+                self.publish(seq);
+            }
+            Ev::Cut { partition } => {
+                self.counters.events += 1;
+                self.cut(partition);
+            }
+            Ev::Heal { partition } => {
+                self.counters.events += 1;
+                self.cut_active &= !(1 << partition);
+            }
+            Ev::Sample => {
+                self.sample();
+                let next = self.now + Duration::from_secs_f64(self.scenario.sample_interval_s);
+                if next < self.end {
+                    self.push(next, Ev::Sample);
+                }
+            }
+        }
+    }
+
+    fn sample(&mut self) {
+        let now = self.now;
+        let source = self.counters.source_media_bytes;
+        let mut collector = std::mem::take(&mut self.collector);
+        let viewers: Vec<(NodeId, &Peer)> = self.viewers().collect();
+        collector.sample(now, &viewers, source);
+        drop(viewers);
+        self.collector = collector;
+    }
+
+    fn arrive(&mut self, viewer: u32) {
+        let id = NodeId(self.nodes.len().max(2) as u64);
+        let v = &self.population[viewer as usize];
+        let (up, down) = (v.upload_bps, v.download_bps);
+        let mut cfg = PeerConfig::new(id, addr_of(id), PeerRole::Viewer { channel: CHANNEL.into() });
+        cfg.seed = self.scenario.seed ^ id.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        cfg.upload_bps = up;
+        cfg.verifier = self.verifier.clone();
+        self.counters.arrivals += 1;
+        self.add_node(id, Core::Peer(Box::new(Peer::new(cfg))), up as f64, down as f64, Some(viewer));
+        let session = population::session_s(&self.scenario, &mut self.session_rngs[viewer as usize]);
+        if let Some(session_s) = session {
+            self.push(self.now + Duration::from_secs_f64(session_s), Ev::Depart { node: id });
+        }
+    }
+
+    fn depart(&mut self, node: NodeId) {
+        let now = self.now;
+        let Some(slot) = self.nodes.get_mut(node.0 as usize).and_then(Option::take) else { return };
+        self.counters.departures += 1;
+        if let Some(p) = slot.core.as_peer() {
+            if slot.viewer.is_some() {
+                self.collector.record(node, p, now, true);
+            }
+        }
+        // Its connections close: each neighbour hears of it one latency later.
+        for (&peer, link) in &slot.links {
+            let lat = self.latency_us_between(&slot, peer, link.relayed);
+            if let Some(p) = self.slot_mut(peer) {
+                p.links.remove(&node);
+            }
+            if link.state == LinkState::Up {
+                self.push(now + Duration::from_micros(lat), Ev::Disconnect { node: peer, peer: node });
+            }
+        }
+        self.cancel_flows_of(slot.up, slot.down);
+        if let Some(v) = slot.viewer {
+            if self.scenario.sessions.rejoin {
+                let off_s =
+                    population::exponential(&mut self.session_rngs[v as usize], self.scenario.sessions.off_mean_s);
+                self.push(now + Duration::from_secs_f64(off_s), Ev::Arrive { viewer: v });
+            }
+        }
+    }
+
+    fn cancel_flows_of(&mut self, up: ResId, down: ResId) {
+        let mut doomed: Vec<FlowId> = self.flows.flows_of(up).to_vec();
+        doomed.extend_from_slice(self.flows.flows_of(down));
+        doomed.sort_unstable();
+        doomed.dedup();
+        for f in doomed {
+            self.end_flow(f, false);
+        }
+    }
+
+    fn publish(&mut self, seq: u64) {
+        let now = self.now;
+        let dur_ms = self.scenario.segment_duration_ms;
+        let data = segment_data(seq, self.scenario.segment_bytes());
+        let mut out = Outbox::default();
+        if let Some(Core::Peer(p)) = self.slot_mut(SOURCE).map(|s| &mut s.core) {
+            p.publish(now, seq, dur_ms, &data, &mut out);
+        }
+        self.apply(SOURCE, out);
+        let next = now + Duration::from_millis(dur_ms as u64);
+        if next < self.end {
+            self.push(next, Ev::Publish { seq: seq + 1 });
+        }
+    }
+
+    fn cut(&mut self, partition: u32) {
+        let bit = 1 << partition;
+        self.cut_active |= bit;
+        self.cut_ever |= bit;
+        let idle = Duration::from_millis(self.scenario.network.idle_timeout_ms);
+        // Every connection across the cut goes silent: in-flight pieces are lost, and each
+        // end declares the connection dead after the idle timeout.
+        let mut severed: Vec<(NodeId, NodeId)> = Vec::new();
+        for (i, s) in self.nodes.iter().enumerate() {
+            let Some(s) = s else { continue };
+            if s.cut_sides & bit == 0 {
+                continue;
+            }
+            for &peer in s.links.keys() {
+                let other = self.slot(peer).map_or(0, |p| p.cut_sides);
+                if other & bit == 0 {
+                    severed.push((NodeId(i as u64), peer));
+                }
+            }
+        }
+        for (a, b) in severed {
+            self.cancel_flows_between(a, b);
+            for (x, y) in [(a, b), (b, a)] {
+                if let Some(s) = self.slot_mut(x) {
+                    s.links.remove(&y);
+                }
+                self.push(self.now + idle, Ev::Disconnect { node: x, peer: y });
+            }
+        }
+    }
+
+    fn cancel_flows_between(&mut self, a: NodeId, b: NodeId) {
+        let mut doomed = Vec::new();
+        for (x, y) in [(a, b), (b, a)] {
+            let Some(up) = self.slot(x).map(|s| s.up) else { continue };
+            for &f in self.flows.flows_of(up) {
+                if self.in_flight[f as usize].as_ref().is_some_and(|m| m.to == y) {
+                    doomed.push(f);
+                }
+            }
+        }
+        for f in doomed {
+            self.end_flow(f, false);
+        }
+    }
+
+    /// A connection's flow finished its piece (delivered one latency later) or was cut
+    /// off (the piece and those waiting behind it are lost). A finished flow goes on with
+    /// the next waiting piece at the same rate; an idle connection leaves the flow model.
+    fn end_flow(&mut self, flow: FlowId, finished: bool) {
+        let Some(m) = self.in_flight[flow as usize].take() else { return };
+        let key = (m.from, m.to);
+        if finished {
+            // Media bytes count once they have crossed the sender's uplink.
+            let len = piece_wire_bytes(&m.msg) - PIECE_OVERHEAD_BYTES;
+            self.counters.media_bytes += len;
+            if m.from == SOURCE {
+                self.counters.source_media_bytes += len;
+            }
+            let at = (self.now + Duration::from_micros(m.latency_us)).max(m.not_before);
+            self.push(at, Ev::Deliver { from: m.from, to: m.to, msg: m.msg });
+            let next = self.link_queues.get_mut(&key).and_then(|q| q.waiting.pop());
+            if let Some(Reverse(next)) = next {
+                let bytes = piece_wire_bytes(&next.piece.msg);
+                let r = self.flows.refill(self.now, flow, bytes);
+                self.in_flight[flow as usize] = Some(next.piece);
+                self.reschedule(&[r]);
+                return;
+            }
+        } else {
+            self.counters.messages_dropped += 1;
+            if let Some(q) = self.link_queues.get(&key) {
+                self.counters.messages_dropped += q.waiting.len() as u64;
+            }
+        }
+        self.link_queues.remove(&key);
+        if let Some(old) = self.flow_due.get_mut(flow as usize).and_then(Option::take) {
+            self.completions.remove(&(old.0, old.1, flow));
+        }
+        self.changed.clear();
+        let mut changed = std::mem::take(&mut self.changed);
+        self.flows.stop(self.now, flow, &mut changed);
+        self.reschedule(&changed);
+        self.changed = changed;
+    }
+
+    fn reschedule(&mut self, changed: &[Rescheduled]) {
+        for r in changed {
+            let i = r.flow as usize;
+            if self.flow_due.len() <= i {
+                self.flow_due.resize(i + 1, None);
+            }
+            if let Some(old) = self.flow_due[i].take() {
+                self.completions.remove(&(old.0, old.1, r.flow));
+            }
+            if let Some(at) = r.finish_at {
+                self.seq += 1;
+                let key = (at.max(self.now), self.seq);
+                self.completions.insert((key.0, key.1, r.flow));
+                self.flow_due[i] = Some(key);
+            }
+        }
+    }
+
+    /// Carries out what a core asked for: timers, then dials, then sends, then closes
+    /// (the same order as the real driver).
+    fn apply(&mut self, from: NodeId, out: Outbox) {
+        let Outbox { sends, dials, closes, timers } = out;
+        for (at, timer) in timers {
+            let Some(slot) = self.slot_mut(from) else { break };
+            let generation = match slot.timers.iter_mut().find(|(t, _)| *t == timer) {
+                Some((_, g)) => {
+                    *g = g.wrapping_add(1);
+                    *g
+                }
+                None => {
+                    slot.timers.push((timer, 0));
+                    0
+                }
+            };
+            self.push(at, Ev::Timer { node: from, timer, generation });
+        }
+        for peer in dials {
+            self.dial(from, peer);
+        }
+        for (to, msg) in sends {
+            self.send(from, to, msg);
+        }
+        for peer in closes {
+            self.close(from, peer);
+        }
+    }
+
+    fn latency_us_between(&self, a: &Slot, b: NodeId, relayed: bool) -> u64 {
+        let Some(b) = self.slot(b) else { return 0 };
+        if relayed {
+            a.place.latency_us(&Place::CENTRE) + Place::CENTRE.latency_us(&b.place)
+        } else {
+            a.place.latency_us(&b.place)
+        }
+    }
+
+    fn dial(&mut self, a: NodeId, peer: PeerInfo) {
+        let b = peer.id;
+        if a == b || self.slot(a).is_none_or(|s| s.links.contains_key(&b)) {
+            return;
+        }
+        let both_viewers =
+            self.slot(a).is_some_and(|s| s.viewer.is_some()) && self.slot(b).is_some_and(|s| s.viewer.is_some());
+        let timeout = Duration::from_millis(self.scenario.network.connect_timeout_ms);
+        let Some(sb) = self.slot(b) else {
+            if both_viewers || self.slot(a).is_some_and(|s| s.viewer.is_some()) {
+                self.counters.dials_to_departed += 1;
+            }
+            self.fail_dial(a, b, timeout);
+            return;
+        };
+        let Some(sa) = self.slot(a) else { return };
+        let mut path = if self.cut_between(a, b) { Path::None } else { nat::traversal(sa.reach, sb.reach) };
+        if path == Path::Relay && self.relay.is_none() {
+            path = Path::None;
+        }
+        let relayed = path == Path::Relay;
+        // A QUIC handshake is one round trip; two NAT'd nodes are first introduced by the
+        // tracker, which costs a trip to it and back.
+        let lat = self.latency_us_between(sa, b, relayed);
+        let behind_nat = |r: Reachability| matches!(r, Reachability::Nat(_));
+        let intro = if behind_nat(sa.reach) && behind_nat(sb.reach) {
+            sa.place.latency_us(&Place::CENTRE) + Place::CENTRE.latency_us(&sb.place)
+        } else {
+            0
+        };
+        if both_viewers {
+            match path {
+                Path::Direct => self.counters.dials_direct += 1,
+                Path::Relay => self.counters.dials_relayed += 1,
+                Path::None => self.counters.dials_failed += 1,
+            }
+        }
+        if path == Path::None {
+            self.fail_dial(a, b, timeout);
+            return;
+        }
+        let up_at = self.now + Duration::from_micros(2 * lat + intro);
+        let link = Link { state: LinkState::Up, up_at, relayed, control_at: Time::ZERO };
+        // A simultaneous dial from the other side shares its connection.
+        let existing = self.slot(b).and_then(|s| s.links.get(&a).copied()).filter(|l| l.state == LinkState::Up);
+        let link = existing.map_or(link, |l| Link { control_at: Time::ZERO, ..l });
+        if let Some(s) = self.slot_mut(a) {
+            s.links.insert(b, link);
+        }
+        if existing.is_none() {
+            if let Some(s) = self.slot_mut(b) {
+                s.links.insert(a, link);
+            }
+        }
+    }
+
+    fn fail_dial(&mut self, a: NodeId, b: NodeId, timeout: Duration) {
+        if let Some(s) = self.slot_mut(a) {
+            s.links.insert(
+                b,
+                Link { state: LinkState::Failing, up_at: Time::ZERO, relayed: false, control_at: Time::ZERO },
+            );
+        }
+        self.push(self.now + timeout, Ev::Disconnect { node: a, peer: b });
+    }
+
+    fn close(&mut self, a: NodeId, b: NodeId) {
+        let Some(link) = self.slot_mut(a).and_then(|s| s.links.remove(&b)) else { return };
+        if link.state != LinkState::Up {
+            return;
+        }
+        let lat = self.slot(a).map_or(0, |s| self.latency_us_between(s, b, link.relayed));
+        if let Some(s) = self.slot_mut(b) {
+            s.links.remove(&a);
+        }
+        self.cancel_flows_between(a, b);
+        self.push(self.now, Ev::Disconnect { node: a, peer: b });
+        self.push(self.now + Duration::from_micros(lat), Ev::Disconnect { node: b, peer: a });
+    }
+
+    /// Extra delay from loss: each loss costs a retransmission timeout (about 1.5 round
+    /// trips, QUIC's probe timeout).
+    fn loss_delay_us(&mut self, latency_us: u64) -> u64 {
+        let loss = self.scenario.network.loss;
+        if loss <= 0.0 {
+            return 0;
+        }
+        let mut extra = 0;
+        for _ in 0..RETRANSMITS_MAX {
+            if !self.rng.gen_bool(loss) {
+                break;
+            }
+            extra += 3 * latency_us;
+        }
+        extra
+    }
+
+    fn send(&mut self, a: NodeId, b: NodeId, msg: Msg) {
+        if a == b {
+            return;
+        }
+        let has_link = self.slot(a).is_some_and(|s| s.links.contains_key(&b));
+        if !has_link && b == NodeId::TRACKER {
+            // Every node knows the tracker's address: the connection is made on demand.
+            self.dial(a, PeerInfo { id: b, addr: addr_of(b) });
+        }
+        let Some(sa) = self.slot(a) else { return };
+        let Some(link) = sa.links.get(&b).copied().filter(|l| l.state == LinkState::Up) else {
+            self.counters.messages_dropped += 1;
+            return;
+        };
+        let up = sa.up;
+        let lat = self.latency_us_between(sa, b, link.relayed);
+        let Some(down) = self.slot(b).map(|s| s.down) else {
+            self.counters.messages_dropped += 1;
+            return;
+        };
+        if self.cut_between(a, b) {
+            self.counters.messages_dropped += 1;
+            return;
+        }
+        let depart = self.now.max(link.up_at);
+        let extra = self.loss_delay_us(lat);
+        if let Msg::Piece { data, .. } = &msg {
+            let len = data.len() as u64;
+            let seq = match &msg {
+                Msg::Piece { seq, .. } => *seq,
+                _ => 0,
+            };
+            let not_before = depart + Duration::from_micros(lat + extra);
+            let piece = InFlight { from: a, to: b, msg, latency_us: lat + extra, not_before };
+            let q = self.link_queues.entry((a, b)).or_default();
+            if q.flow.is_some() {
+                if q.waiting.len() >= LINK_QUEUE_PIECES_MAX {
+                    self.counters.messages_dropped += 1;
+                } else {
+                    self.queue_order += 1;
+                    q.waiting.push(Reverse(Queued { seq, order: self.queue_order, piece }));
+                }
+                return;
+            }
+            self.counters.flows_started += 1;
+            let mut res = vec![up];
+            if link.relayed {
+                res.extend(self.relay);
+            }
+            res.push(down);
+            self.changed.clear();
+            let mut changed = std::mem::take(&mut self.changed);
+            let f = self.flows.start(self.now, &res, len + PIECE_OVERHEAD_BYTES, &mut changed);
+            if let Some(q) = self.link_queues.get_mut(&(a, b)) {
+                q.flow = Some(f);
+            }
+            if self.in_flight.len() <= f as usize {
+                self.in_flight.resize_with(f as usize + 1, || None);
+            }
+            self.in_flight[f as usize] = Some(piece);
+            self.reschedule(&changed);
+            self.changed = changed;
+        } else {
+            self.counters.control_bytes += control_bytes(&msg);
+            let at = (depart + Duration::from_micros(lat + extra)).max(link.control_at);
+            if let Some(l) = self.slot_mut(a).and_then(|s| s.links.get_mut(&b)) {
+                l.control_at = at;
+            }
+            self.push(at, Ev::Deliver { from: a, to: b, msg });
+        }
+    }
+
+    /// The live source peer (for tests and the report).
+    pub fn source(&self) -> Option<&Peer> {
+        self.core(SOURCE)?.as_peer()
+    }
+
+    /// When the node joined (for tests).
+    pub fn joined_at(&self, id: NodeId) -> Option<Time> {
+        self.slot(id).map(|s| s.joined_at)
+    }
+
+    pub fn queue_len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+fn piece_wire_bytes(msg: &Msg) -> u64 {
+    match msg {
+        Msg::Piece { data, .. } => data.len() as u64 + PIECE_OVERHEAD_BYTES,
+        _ => PIECE_OVERHEAD_BYTES,
+    }
+}
+
+/// Wire size of a control message, as the codec frames it.
+fn control_bytes(msg: &Msg) -> u64 {
+    codec::encode(msg).len() as u64
+}
+
+/// A segment's bytes: content does not matter to the swarm, only size and hashes.
+fn segment_data(seq: u64, len: usize) -> Bytes {
+    let mut v = vec![0u8; len];
+    for (i, chunk) in v.chunks_mut(1024).enumerate() {
+        chunk[0] = seq as u8;
+        chunk[1] = (seq >> 8) as u8;
+        chunk[2] = i as u8;
+    }
+    Bytes::from(v)
+}

@@ -1,0 +1,89 @@
+//! Swarm policies as configurations of the production cores: a policy never adds logic of
+//! its own, it only sets tracker and peer config fields.
+
+use crate::scenario::Scenario;
+use meshtv_peer::PeerConfig;
+use meshtv_tracker::TrackerConfig;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Policy {
+    /// The tracker's stripe trees (one parent per stripe, lowest depth first) plus a few
+    /// mesh partners: the current production policy.
+    Tree,
+    /// Baseline: every viewer is the source's child in every stripe, no mesh; the source
+    /// is an origin with capacity for all (savings 0 by construction).
+    OriginOnly,
+    /// Baseline, CoolStreaming-like: random mesh partners, pull by buffer maps; only the
+    /// source pushes (to the few viewers its slots allow), no trees among viewers.
+    RandomMesh,
+}
+
+pub const NAMES: &[&str] = &["tree", "origin-only", "random-mesh"];
+
+impl Policy {
+    pub fn from_name(name: &str) -> Option<Policy> {
+        match name {
+            "tree" => Some(Policy::Tree),
+            "origin-only" => Some(Policy::OriginOnly),
+            "random-mesh" => Some(Policy::RandomMesh),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Tree => "tree",
+            Policy::OriginOnly => "origin-only",
+            Policy::RandomMesh => "random-mesh",
+        }
+    }
+
+    /// The source's real uplink under this policy.
+    pub fn source_upload_bps(self, s: &Scenario) -> u64 {
+        match self {
+            Policy::OriginOnly if s.source.origin_upload_bps > 0 => s.source.origin_upload_bps,
+            Policy::OriginOnly => (s.peers * s.bitrate_bps).saturating_mul(3) / 2,
+            _ => s.source.upload_bps,
+        }
+    }
+
+    pub fn tracker_config(self, s: &Scenario, seed: u64) -> TrackerConfig {
+        let mut cfg = TrackerConfig { seed, ..TrackerConfig::default() };
+        cfg.members_per_channel_max = cfg.members_per_channel_max.max(s.peers as usize + 1);
+        match self {
+            Policy::Tree => {}
+            Policy::OriginOnly => cfg.partners_per_peer = 0,
+            Policy::RandomMesh => {
+                cfg.partners_per_peer = s.mesh_partners;
+                cfg.trees_among_viewers = false;
+            }
+        }
+        cfg
+    }
+
+    /// Adjusts a source's config: an origin serves every viewer as a child.
+    pub fn source_config(self, s: &Scenario, cfg: &mut PeerConfig) {
+        if self == Policy::OriginOnly {
+            cfg.upload_bps = self.source_upload_bps(s);
+            cfg.children_max = (s.peers as usize).saturating_add(16);
+        } else {
+            // As `meshtv broadcast` announces it: slots for `copies` full copies, plus one
+            // bit so that rounding never costs the last slot.
+            let stripe_bps = (s.bitrate_bps / s.stripes.max(1) as u64).max(1);
+            cfg.upload_bps = stripe_bps * s.stripes as u64 * s.source.copies as u64 + 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for n in NAMES {
+            assert_eq!(Policy::from_name(n).unwrap().name(), *n);
+        }
+        assert_eq!(Policy::from_name("chandelier"), None);
+    }
+}
