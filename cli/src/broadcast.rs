@@ -32,7 +32,7 @@ pub struct Args {
     pub segment_secs: f64,
     /// Full copies of the stream the broadcaster uploads to the swarm; the viewers carry
     /// the rest. (Late pieces are still served from here on request.)
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub max_copies: u32,
     /// Number of stripes the stream is dealt into.
     #[arg(long, default_value_t = 4)]

@@ -25,7 +25,7 @@ pub struct Args {
     #[arg(long)]
     pub input: Option<PathBuf>,
     /// Passed to the broadcaster: full copies of the stream it uploads.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     pub max_copies: u32,
 }
 

@@ -161,7 +161,8 @@ impl Peer {
         s.buffer_s = p.buffer_ms(now, |q| self.segment_state(q)) as f64 / 1000.0;
         s.stalls = p.stalls;
         s.stalled_ms = p.stalled_ms + p.stalled_since.map_or(0, |t| now.since(t).as_millis() as u64);
-        s.stall_ms_max = p.stall_ms_max;
+        // A stall still going on counts too: a viewer stuck right now is stalled.
+        s.stall_ms_max = p.stall_ms_max.max(p.stalled_since.map_or(0, |t| now.since(t).as_millis() as u64));
         s.startup_s = p.startup().map(|d| d.as_secs_f64());
         s.segments_played = p.played_segments;
         s.bytes_played = p.played_bytes;
@@ -443,13 +444,28 @@ impl Peer {
         }
     }
 
+    /// Before playback, a start segment that fell behind the live edge (its pieces were
+    /// slow to come, or it was an old header a partner sent) is given up for a newer
+    /// one: a live viewer starts near the edge, and the old one may never complete.
+    fn catch_up_before_start(&mut self) {
+        if self.playback.started() {
+            return;
+        }
+        let (Some(start), Some(newest)) = (self.playback.start_seq, self.buffer.newest()) else { return };
+        let k = self.cfg.start_segments.max(1) as u64;
+        // Allow one segment in flight beyond the ones needed to start.
+        if newest > start + k {
+            self.playback.start_seq = Some(newest + 1 - k);
+        }
+    }
+
     fn tick(&mut self, now: Time, out: &mut Outbox) {
         if self.descriptor.is_some() && !self.is_source() {
-            let start_segments = self.cfg.start_segments;
+            self.catch_up_before_start();
             // Looked up in the buffer directly: a copy of every slot's state per tick was
             // the peer's main cost in 10^4-peer simulations.
             let buffer = &self.buffer;
-            self.playback.advance(now, start_segments, |s| segment_state_in(buffer, s));
+            self.playback.advance(now, |s| segment_state_in(buffer, s));
             self.schedule(now, out);
             self.announce(out);
             let low = self.window_low();
@@ -473,8 +489,27 @@ impl Peer {
         out.set_timer(now + self.cfg.tick, TICK);
     }
 
+    /// Asks again for the headers of segments the playhead needs but never got: a parent
+    /// that died mid-stream leaves a gap that no push will fill, and partners announce a
+    /// segment only once. Asks a partner that announced it, else the source.
+    fn fetch_missing_headers(&mut self, now: Time, out: &mut Outbox) {
+        let Some(from) = self.playback.wanted_from() else { return };
+        let announced = self.partners.values().filter_map(|p| p.have.keys().next_back().copied()).max();
+        let Some(newest) = self.buffer.newest().max(announced) else { return };
+        for seq in from..=newest.min(from + WINDOW_AHEAD_SEGMENTS) {
+            if self.buffer.get(seq).is_some() {
+                continue;
+            }
+            let holder = self.partners.iter().find(|(_, p)| p.have.contains_key(&seq)).map(|(id, _)| *id);
+            if let Some(to) = holder.or(self.source.as_ref().map(|s| s.id)) {
+                self.ask_header(now, to, seq, out);
+            }
+        }
+    }
+
     /// Sends pull requests for missing pieces, most urgent segments first.
     fn schedule(&mut self, now: Time, out: &mut Outbox) {
+        self.fetch_missing_headers(now, out);
         let Some(from) = self.playback.wanted_from() else { return };
         let Some(d) = &self.descriptor else { return };
         let (stripes, target_ms) = (d.stripes, d.segment_duration_ms_target);
@@ -589,7 +624,7 @@ fn segment_state_in(buffer: &Buffer, seq: u64) -> Option<SegmentState> {
 
 impl Node for Peer {
     fn on_start(&mut self, now: Time, out: &mut Outbox) {
-        self.playback = Playback::new(now);
+        self.playback = Playback::new(now, self.cfg.start_segments);
         match &self.cfg.role {
             PeerRole::Source { descriptor, .. } => out.send(
                 NodeId::TRACKER,

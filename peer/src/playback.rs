@@ -23,6 +23,8 @@ pub struct Playback {
     pub joined_at: Time,
     /// First segment to play; chosen from the first header the viewer sees.
     pub start_seq: Option<u64>,
+    /// Complete segments needed before playback starts.
+    pub start_segments: usize,
     pub started_at: Option<Time>,
     /// The next segment to play and when it is due.
     pub next_seq: u64,
@@ -42,8 +44,8 @@ pub struct Playback {
 const DELAY_SAMPLES_MAX: usize = 2048;
 
 impl Playback {
-    pub fn new(joined_at: Time) -> Playback {
-        Playback { joined_at, ..Playback::default() }
+    pub fn new(joined_at: Time, start_segments: usize) -> Playback {
+        Playback { joined_at, start_segments, ..Playback::default() }
     }
 
     pub fn started(&self) -> bool {
@@ -71,16 +73,24 @@ impl Playback {
     /// The time segment `seq` is due, estimating durations of segments not yet known
     /// with `default_ms`. Before playback starts, `now` stands for the start.
     pub fn due(&self, seq: u64, now: Time, default_ms: u32, seg: impl Fn(u64) -> Option<SegmentState>) -> Time {
-        let (mut at, from) = if self.started() {
-            (self.next_due.max(self.stalled_since.map_or(Time::ZERO, |_| now)), self.next_seq)
-        } else {
-            (now, self.start_seq.unwrap_or(seq))
-        };
+        let (mut at, from) = self.anchor(now, seq);
         for s in from..seq {
             let ms = seg(s).map_or(default_ms, |st| st.duration_ms);
             at = at + Duration::from_millis(ms as u64);
         }
         at
+    }
+
+    /// The segment from which due times are counted, and its due time. Before playback
+    /// the segments it needs to start are all due now: nothing plays until they are in,
+    /// so they are as urgent as a stall.
+    fn anchor(&self, now: Time, seq: u64) -> (Time, u64) {
+        if self.started() {
+            (self.next_due.max(self.stalled_since.map_or(Time::ZERO, |_| now)), self.next_seq)
+        } else {
+            let last_needed = self.start_seq.map_or(seq, |s| s + self.start_segments.max(1) as u64 - 1);
+            (now, last_needed.min(seq))
+        }
     }
 
     /// [`Playback::due`] of each of `seqs` (ascending), in one pass over the segments
@@ -95,7 +105,11 @@ impl Playback {
         let mut out = Vec::with_capacity(seqs.len());
         // `due` sums durations from a fixed first segment; a running sum is the same thing
         // from there on, but not before it (where `due` does not sum at all).
-        let first = if self.started() { Some(self.next_seq) } else { self.start_seq };
+        let first = if self.started() {
+            Some(self.next_seq)
+        } else {
+            self.start_seq.map(|s| s + self.start_segments.max(1) as u64 - 1)
+        };
         let mut cursor: Option<(u64, Time)> = None;
         for &seq in seqs {
             let at = match cursor {
@@ -115,7 +129,8 @@ impl Playback {
     }
 
     /// Advances the playhead to `now`. `seg(seq)` describes the buffer's segments.
-    pub fn advance(&mut self, now: Time, start_segments: usize, seg: impl Fn(u64) -> Option<SegmentState>) {
+    pub fn advance(&mut self, now: Time, seg: impl Fn(u64) -> Option<SegmentState>) {
+        let start_segments = self.start_segments.max(1);
         if !self.started() {
             let Some(start) = self.start_seq else { return };
             let ready = (start..start + start_segments as u64)
@@ -206,17 +221,17 @@ mod tests {
     #[test]
     fn starts_when_enough_is_buffered_then_plays_on_time() {
         let mut segs = BTreeMap::new();
-        let mut p = Playback::new(Time::from_millis(0));
+        let mut p = Playback::new(Time::from_millis(0), 2);
         p.start_seq = Some(10);
         segs.insert(10, seg(500));
-        p.advance(Time::from_millis(600), 2, |s| segs.get(&s).copied());
+        p.advance(Time::from_millis(600), |s| segs.get(&s).copied());
         assert!(!p.started());
         segs.insert(11, seg(900));
-        p.advance(Time::from_millis(1000), 2, |s| segs.get(&s).copied());
+        p.advance(Time::from_millis(1000), |s| segs.get(&s).copied());
         assert_eq!(p.startup(), Some(Duration::from_millis(900)));
         assert_eq!(p.played_segments, 1);
         segs.insert(12, seg(2000));
-        p.advance(Time::from_millis(5000), 2, |s| segs.get(&s).copied());
+        p.advance(Time::from_millis(5000), |s| segs.get(&s).copied());
         assert_eq!(p.played_segments, 3);
         assert_eq!(p.stalls, 0);
         assert_eq!(p.on_time_segments, 3);
@@ -230,11 +245,11 @@ mod tests {
         for (s, ms) in [(10u64, 2000u32), (11, 1500), (13, 2500), (14, 1000)] {
             segs.insert(s, SegmentState { duration_ms: ms, ..seg(0) });
         }
-        let mut p = Playback::new(Time::ZERO);
+        let mut p = Playback::new(Time::ZERO, 1);
         p.start_seq = Some(10);
         for started in [false, true] {
             if started {
-                p.advance(Time::from_millis(100), 1, |s| segs.get(&s).copied());
+                p.advance(Time::from_millis(100), |s| segs.get(&s).copied());
                 assert!(p.started());
             }
             let seqs = [10, 11, 13, 14, 16];
@@ -246,17 +261,29 @@ mod tests {
     }
 
     #[test]
+    fn before_playback_every_segment_needed_to_start_is_due_now() {
+        let segs: BTreeMap<u64, SegmentState> = BTreeMap::new();
+        let mut p = Playback::new(Time::ZERO, 2);
+        p.start_seq = Some(5);
+        let now = Time::from_millis(3000);
+        let due = |q| p.due(q, now, 2000, |s| segs.get(&s).copied());
+        assert_eq!(due(5), now);
+        assert_eq!(due(6), now, "the second start segment is as urgent as the first");
+        assert_eq!(due(7), now + Duration::from_millis(2000));
+    }
+
+    #[test]
     fn a_late_segment_is_a_stall_of_exactly_its_lateness() {
         let mut segs = BTreeMap::new();
-        let mut p = Playback::new(Time::ZERO);
+        let mut p = Playback::new(Time::ZERO, 1);
         p.start_seq = Some(0);
         segs.insert(0, seg(0));
-        p.advance(Time::from_millis(100), 1, |s| segs.get(&s).copied());
+        p.advance(Time::from_millis(100), |s| segs.get(&s).copied());
         // Segment 1 is due at 2000 but arrives at 2700.
-        p.advance(Time::from_millis(2500), 1, |s| segs.get(&s).copied());
+        p.advance(Time::from_millis(2500), |s| segs.get(&s).copied());
         assert_eq!(p.stalled_since, Some(Time::from_millis(2000)));
         segs.insert(1, seg(2700));
-        p.advance(Time::from_millis(2800), 1, |s| segs.get(&s).copied());
+        p.advance(Time::from_millis(2800), |s| segs.get(&s).copied());
         assert_eq!((p.stalls, p.stalled_ms, p.stall_ms_max), (1, 700, 700));
         assert_eq!(p.played_segments, 2);
         assert_eq!(p.next_due, Time::from_millis(4700));

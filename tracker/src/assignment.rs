@@ -196,6 +196,17 @@ impl Trees {
         }
     }
 
+    /// Changes a member's slot count (its measured capacity moved). Children beyond the
+    /// new count stay until the next solve moves them: dropping them here would cut
+    /// streams that may still flow.
+    pub fn set_slots(&mut self, id: NodeId, slots: u32) {
+        let Some(m) = self.members.get_mut(&id) else { return };
+        if m.slots != slots {
+            m.slots = slots;
+            self.refresh_open_all(id);
+        }
+    }
+
     /// Recomputes the depths of `id` and everything below it in `stripe`, from its parent.
     fn redepth_subtree(&mut self, id: NodeId, stripe: usize) {
         let parent = self.members.get(&id).and_then(|m| m.parents[stripe]);

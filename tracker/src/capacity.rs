@@ -9,10 +9,14 @@
 
 use meshtv_proto::Time;
 
-/// Share of the demanded rate a peer must deliver to count as keeping up.
-const KEEPING_UP: f64 = 0.9;
+/// Share of the demanded rate a peer must deliver to count as keeping up. Not 1: stripes
+/// carry whole pieces, so their rates differ a little from the nominal stripe rate.
+const KEEPING_UP: f64 = 0.75;
 /// Below this share of the demand, the estimate falls to what was delivered.
-const FALLING_BEHIND: f64 = 0.7;
+const FALLING_BEHIND: f64 = 0.5;
+/// Shortest interval judged: media arrives in bursts (a segment's pieces at a time), so
+/// a heartbeat's one second says little on its own.
+const WINDOW: std::time::Duration = std::time::Duration::from_secs(4);
 /// Slot counts double up to here, then grow by one per round.
 const SLOW_START_SLOTS_MAX: u32 = 8;
 
@@ -22,36 +26,71 @@ pub struct Capacity {
     pub slots: u32,
     /// Never more than this (the declared upload, in slots).
     pub slots_cap: u32,
-    last: Option<(Time, u64)>,
+    /// The previous report: when, the upload counter, and the slots in use then.
+    last: Option<(Time, u64, u32)>,
+    /// Consecutive reports that fell behind: one short interval is not a verdict.
+    behind: u32,
     /// Delivered upload rate over the last report interval.
     pub delivered_bps: f64,
+    /// Whether reports move the estimate (false: a fixed, trusted figure).
+    measured: bool,
 }
 
 impl Capacity {
+    /// A measured capacity, starting at one slot, never above `slots_cap`.
     pub fn new(slots_cap: u32) -> Capacity {
-        Capacity { slots: slots_cap.min(1), slots_cap, last: None, delivered_bps: 0.0 }
+        Capacity { slots: slots_cap.min(1), slots_cap, last: None, behind: 0, delivered_bps: 0.0, measured: true }
+    }
+
+    /// A fixed capacity: the source's (its operator chose how many copies it uploads),
+    /// or every peer's under the simple policy.
+    pub fn trusted(slots: u32) -> Capacity {
+        Capacity { slots, slots_cap: slots, last: None, behind: 0, delivered_bps: 0.0, measured: false }
     }
 
     /// Takes a heartbeat's cumulative upload counter. `used_slots` is how many slots the
     /// peer was serving over the interval; `stripe_bps` what one slot carries.
     pub fn report(&mut self, now: Time, bytes_uploaded: u64, used_slots: u32, stripe_bps: u64) {
-        let Some((then, bytes_then)) = self.last.replace((now, bytes_uploaded)) else { return };
+        if !self.measured {
+            return;
+        }
+        let Some((then, bytes_then, used_then)) = self.last else {
+            self.last = Some((now, bytes_uploaded, used_slots));
+            return;
+        };
+        if now.since(then) < WINDOW {
+            // Slots in use over the window: the fewest seen in it.
+            self.last = Some((then, bytes_then, used_then.min(used_slots)));
+            return;
+        }
+        self.last = Some((now, bytes_uploaded, used_slots));
         let secs = now.since(then).as_secs_f64();
         if secs <= 0.0 || bytes_uploaded < bytes_then {
             return;
         }
         self.delivered_bps = (bytes_uploaded - bytes_then) as f64 * 8.0 / secs;
-        let demand_bps = used_slots as f64 * stripe_bps as f64;
-        if used_slots == 0 {
+        // Only slots in use over the whole interval count as demand: a child added in
+        // the middle of it had no time to be served.
+        let used = used_then.min(used_slots);
+        if used == 0 {
             return;
         }
+        let demand_bps = used as f64 * stripe_bps as f64;
         if self.delivered_bps >= KEEPING_UP * demand_bps {
-            if used_slots >= self.slots {
+            self.behind = 0;
+            if used >= self.slots {
                 let grown = if self.slots < SLOW_START_SLOTS_MAX { self.slots * 2 } else { self.slots + 1 };
                 self.slots = grown.max(1).min(self.slots_cap);
             }
         } else if self.delivered_bps < FALLING_BEHIND * demand_bps {
-            self.slots = ((self.delivered_bps / stripe_bps.max(1) as f64) as u32).min(self.slots_cap);
+            self.behind += 1;
+            if self.behind >= 2 {
+                // Never below one slot: a peer must keep a way to show it can do more.
+                let shown = (self.delivered_bps / stripe_bps.max(1) as f64) as u32;
+                self.slots = shown.max(1).min(self.slots_cap);
+            }
+        } else {
+            self.behind = 0;
         }
     }
 }
@@ -59,36 +98,59 @@ impl Capacity {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    struct Probe {
+        c: Capacity,
+        t: Time,
+        bytes: u64,
+    }
+
+    impl Probe {
+        /// One judged window (4 s) in which `delivered` slots' worth was uploaded while
+        /// `used` slots were in use.
+        fn second(&mut self, delivered: u64, used: u32) -> u32 {
+            const STRIPE: u64 = 500_000;
+            self.t = self.t + Duration::from_secs(4);
+            self.bytes += delivered * STRIPE / 8 * 4;
+            self.c.report(self.t, self.bytes, used, STRIPE);
+            self.c.slots
+        }
+    }
 
     #[test]
     fn grows_while_keeping_up_and_falls_to_what_was_delivered() {
-        let stripe = 500_000u64;
-        let mut c = Capacity::new(40);
-        assert_eq!(c.slots, 1);
-        let mut bytes = 0u64;
-        let mut t = Time::ZERO;
-        c.report(t, bytes, 0, stripe);
-        for want in [2, 4, 8, 9, 10] {
-            t = t + std::time::Duration::from_secs(1);
-            bytes += c.slots as u64 * stripe / 8;
-            c.report(t, bytes, c.slots, stripe);
-            assert_eq!(c.slots, want);
+        let mut p = Probe { c: Capacity::new(40), t: Time::ZERO, bytes: 0 };
+        assert_eq!(p.c.slots, 1);
+        p.second(0, 1);
+        // Slow start while every slot is used and served. A slot given mid-interval only
+        // counts from the next one, so each step takes two intervals after the first.
+        assert_eq!(p.second(1, 1), 2);
+        for want in [4, 8, 9, 10] {
+            let s = p.c.slots;
+            assert_eq!(p.second(s as u64, s), s, "the new slots were not in use for a whole interval yet");
+            assert_eq!(p.second(s as u64, s), want);
         }
-        // Now it delivers only 3 slots' worth of its 10.
-        t = t + std::time::Duration::from_secs(1);
-        bytes += 3 * stripe / 8;
-        c.report(t, bytes, 10, stripe);
-        assert_eq!(c.slots, 3);
-        // Not all slots in use: no growth, whatever it delivers.
-        t = t + std::time::Duration::from_secs(1);
-        bytes += 2 * stripe / 8;
-        c.report(t, bytes, 2, stripe);
-        assert_eq!(c.slots, 3);
-        // The declared cap bounds growth.
-        let mut small = Capacity::new(2);
-        small.report(Time::ZERO, 0, 0, stripe);
-        small.report(Time::from_millis(1000), stripe / 8, 1, stripe);
-        small.report(Time::from_millis(2000), stripe / 8 * 3, 2, stripe);
-        assert_eq!(small.slots, 2);
+        // Reports inside a window change nothing.
+        let t = p.t + Duration::from_secs(1);
+        p.c.report(t, p.bytes, 10, 500_000);
+        assert_eq!(p.c.slots, 10);
+        // It delivers only 3 slots' worth of its 10: once is noise, twice a verdict.
+        assert_eq!(p.second(3, 10), 10);
+        assert_eq!(p.second(3, 10), 3);
+        // Not all slots in use: no growth.
+        assert_eq!(p.second(2, 2), 3);
+        // Even a peer that delivered nothing keeps one slot to show what it can do.
+        p.second(0, 3);
+        assert_eq!(p.second(0, 3), 1);
+        // The declared cap bounds growth; a trusted capacity never moves.
+        let mut small = Probe { c: Capacity::new(2), t: Time::ZERO, bytes: 0 };
+        small.second(0, 1);
+        assert_eq!(small.second(1, 1), 2);
+        small.second(2, 2);
+        assert_eq!(small.second(2, 2), 2);
+        let mut fixed = Probe { c: Capacity::trusted(6), t: Time::ZERO, bytes: 0 };
+        fixed.second(0, 6);
+        assert_eq!(fixed.second(0, 6), 6);
     }
 }

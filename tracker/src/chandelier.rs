@@ -66,18 +66,28 @@ impl Chandelier {
             assignment = again;
             report.moves += more.moves;
         }
+        // Apply in two phases: first detach every row whose parent changes, then attach
+        // the new parents. The new links are a subset of an acyclic assignment (ranks),
+        // so no intermediate state has a cycle.
         let mut changed = Vec::new();
+        let mut relink = Vec::new();
         let mut rows_assigned = 0;
         for (receiver, stripe, parent) in built.parents(&assignment.col_of) {
             let id = ids[receiver as usize];
             let parent = parent.map(|p| ids[p as usize]);
             rows_assigned += parent.is_some() as usize;
             if trees.members[&id].parents[stripe as usize] != parent {
-                trees.link(id, stripe as usize, parent);
+                trees.link(id, stripe as usize, None);
+                relink.push((id, stripe as usize, parent));
                 // Rows come grouped by receiver, so a repeat is always the last entry.
                 if changed.last() != Some(&id) {
                     changed.push(id);
                 }
+            }
+        }
+        for (id, stripe, parent) in relink {
+            if parent.is_some() {
+                trees.link(id, stripe, parent);
             }
         }
         Outcome {

@@ -104,10 +104,14 @@ impl Rendezvous {
         }
     }
 
-    /// How `a` and `b` can connect (unknown NATs count as open: dialed as before).
+    /// A node's NAT situation as reported (unknown counts as open: dialed as before).
+    pub fn reach(&self, node: NodeId) -> Reachability {
+        self.reports.get(&node).map_or(Reachability::Open, |r| r.reachability)
+    }
+
+    /// How `a` and `b` can connect.
     pub fn path(&self, a: NodeId, b: NodeId) -> Path {
-        let reach = |n: NodeId| self.reports.get(&n).map_or(Reachability::Open, |r| r.reachability);
-        nat::traversal(reach(a), reach(b))
+        nat::traversal(self.reach(a), self.reach(b))
     }
 
     /// A peer's request (`answer` false) or answer (`answer` true). `addr_of` gives the

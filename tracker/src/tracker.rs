@@ -1,6 +1,8 @@
 //! The tracker state machine. See the crate documentation for what it does.
 
 use crate::assignment::{Member, Trees};
+use crate::capacity::Capacity;
+use crate::chandelier::Chandelier;
 use crate::rendezvous::Rendezvous;
 use meshtv_proto::media::ChannelDescriptor;
 use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
@@ -26,6 +28,20 @@ pub struct TrackerConfig {
     /// many viewers as its slots allow) and the rest to pull from their mesh partners: the
     /// random-mesh baseline the simulator compares against.
     pub trees_among_viewers: bool,
+    /// How stripe parents are chosen: the Chandelier optimizer by default.
+    pub policy: Policy,
+}
+
+/// The tracker's way of choosing stripe parents.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// At join time, a free slot at the lowest depth (capacity as declared). Simple and
+    /// immediate; the baseline the optimizer is measured against.
+    Tree,
+    /// The Chandelier optimizer: joins still get immediate parents from the simple rule,
+    /// then the whole channel is re-solved every `every`, with upload slots from
+    /// *measured* capacity ([`Capacity`]), and only peers whose parents changed are told.
+    Chandelier { every: Duration },
 }
 
 impl Default for TrackerConfig {
@@ -37,6 +53,7 @@ impl Default for TrackerConfig {
             partners_per_peer: 4,
             members_per_channel_max: 100_000,
             trees_among_viewers: true,
+            policy: Policy::Chandelier { every: Duration::from_secs(2) },
         }
     }
 }
@@ -44,9 +61,13 @@ impl Default for TrackerConfig {
 struct Channel {
     descriptor: ChannelDescriptor,
     trees: Trees,
+    /// When the optimizer last solved this channel.
+    solved_at: Option<Time>,
 }
 
 struct NodeRecord {
+    /// Upload capacity as measured from the peer's heartbeats.
+    capacity: Capacity,
     channel: String,
     addr: SocketAddr,
     last_seen: Time,
@@ -169,11 +190,19 @@ impl Tracker {
         }
         let slots = Self::slots(&d, upload_bps);
         tracing::info!(channel = %d.name, source = %from, slots, "channel registered");
-        self.nodes
-            .insert(from, NodeRecord { channel: d.name.clone(), addr, last_seen: now, report: PeerReport::default() });
+        self.nodes.insert(
+            from,
+            NodeRecord {
+                capacity: Capacity::trusted(slots),
+                channel: d.name.clone(),
+                addr,
+                last_seen: now,
+                report: PeerReport::default(),
+            },
+        );
         let trees = Trees::new(from, slots, d.stripes as usize);
         out.send(from, Msg::Registered { channel: d.id });
-        self.channels.insert(d.name.clone(), Channel { descriptor: d, trees });
+        self.channels.insert(d.name.clone(), Channel { descriptor: d, trees, solved_at: None });
     }
 
     fn on_join(
@@ -193,11 +222,19 @@ impl Tracker {
             out.send(from, Msg::Reject { reason: RejectReason::BadDescriptor("channel is full".into()) });
             return;
         }
-        let slots = if self.cfg.trees_among_viewers { Self::slots(&ch.descriptor, upload_bps) } else { 0 };
-        ch.trees.insert(from, Member::new(slots, ch.descriptor.stripes as usize));
+        let declared = if self.cfg.trees_among_viewers { Self::slots(&ch.descriptor, upload_bps) } else { 0 };
+        // Under the optimizer a newcomer offers only what it has shown it can upload;
+        // the declared figure is a cap, never a promise.
+        let capacity = match self.cfg.policy {
+            Policy::Tree => Capacity::trusted(declared),
+            Policy::Chandelier { .. } => Capacity::new(declared),
+        };
+        ch.trees.insert(from, Member::new(capacity.slots, ch.descriptor.stripes as usize));
         let (descriptor, source) = (ch.descriptor.clone(), ch.trees.source);
-        self.nodes
-            .insert(from, NodeRecord { channel: channel.clone(), addr, last_seen: now, report: PeerReport::default() });
+        self.nodes.insert(
+            from,
+            NodeRecord { capacity, channel: channel.clone(), addr, last_seen: now, report: PeerReport::default() },
+        );
         let Some(source) = self.info(source) else { return };
         out.send(from, Msg::Welcome { descriptor, source, live_edge: None });
         if let Some(ch) = self.channels.get_mut(&channel) {
@@ -261,7 +298,43 @@ impl Tracker {
         self.send_assignment(&channel, from, false, out);
     }
 
+    /// Updates a viewer's measured capacity from its heartbeat (optimizer only).
+    fn measure(&mut self, now: Time, from: NodeId, report: &PeerReport) {
+        if !matches!(self.cfg.policy, Policy::Chandelier { .. }) {
+            return;
+        }
+        let Some(rec) = self.nodes.get_mut(&from) else { return };
+        let Some(ch) = self.channels.get_mut(&rec.channel) else { return };
+        if ch.trees.source == from {
+            return;
+        }
+        let used = ch.trees.members.get(&from).map_or(0, |m| m.used_slots());
+        rec.capacity.report(now, report.bytes_uploaded, used, ch.descriptor.stripe_bps());
+        ch.trees.set_slots(from, rec.capacity.slots);
+    }
+
+    /// Re-solves every channel whose turn has come (optimizer only).
+    fn optimize(&mut self, now: Time, out: &mut Outbox) {
+        let Policy::Chandelier { every } = self.cfg.policy else { return };
+        let names: Vec<String> = self.channels.keys().cloned().collect();
+        for name in names {
+            let Some(ch) = self.channels.get_mut(&name) else { continue };
+            if ch.solved_at.is_some_and(|t| now.since(t) < every) {
+                continue;
+            }
+            ch.solved_at = Some(now);
+            let rendezvous = &self.rendezvous;
+            let reach = |id: NodeId| rendezvous.reach(id);
+            let outcome = Chandelier::default().solve(&mut ch.trees, reach, &mut self.rng);
+            tracing::debug!(channel = %name, ?outcome, "optimizer solved");
+            for id in outcome.changed {
+                self.send_assignment(&name, id, false, out);
+            }
+        }
+    }
+
     fn tick(&mut self, now: Time, out: &mut Outbox) {
+        self.optimize(now, out);
         self.rendezvous.expire(now);
         let expired: Vec<NodeId> = self
             .nodes
@@ -313,6 +386,7 @@ impl Node for Tracker {
             }
             Msg::Join { channel, addr, upload_bps } => self.on_join(now, from, channel, addr, upload_bps, out),
             Msg::Heartbeat { report } => {
+                self.measure(now, from, &report);
                 if let Some(r) = self.nodes.get_mut(&from) {
                     r.report = report;
                 }

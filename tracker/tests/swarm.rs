@@ -186,3 +186,39 @@ fn a_peer_sending_corrupt_pieces_is_dropped_and_nobody_plays_a_bad_byte() {
     }
     assert!(dropped > 0, "nobody noticed the corrupt peer");
 }
+
+#[test]
+fn viewers_whose_parents_vanish_without_a_word_keep_playing() {
+    let mut s = swarm(8, None);
+    // Broadcast 20 segments; after the 5th, the two viewers that uploaded most vanish
+    // (no goodbye, no disconnect: the tracker only learns it when their heartbeats stop).
+    let mut killed = Vec::new();
+    for seq in 0..20u64 {
+        let at = Time::from_millis(2_000 + seq * 2_000);
+        s.run_until(at);
+        if seq == 5 {
+            let now = s.now;
+            let mut up: Vec<(u64, NodeId)> =
+                (0..8).map(|v| NodeId(100 + v)).map(|id| (s.peer(id).stats(now).bytes_uploaded, id)).collect();
+            up.sort();
+            for &(_, id) in up.iter().rev().take(2) {
+                s.nodes.remove(&id);
+                killed.push(id);
+            }
+        }
+        let mut out = Outbox::default();
+        s.peer(NodeId(1)).publish(at, seq, 2000, &segment_bytes(seq), &mut out);
+        s.apply(NodeId(1), out);
+    }
+    s.run_until(Time::from_millis(2_000 + 20 * 2_000 + 4_000));
+    let now = s.now;
+    for v in 0..8 {
+        let id = NodeId(100 + v);
+        if killed.contains(&id) {
+            continue;
+        }
+        let st = s.peer(id).stats(now);
+        assert!(st.stall_ms_max <= 2000, "{id} stalled {} ms: {st:?}", st.stall_ms_max);
+        assert!(st.segments_played >= 17, "{id} played {}: {st:?}", st.segments_played);
+    }
+}

@@ -1,0 +1,40 @@
+//! `meshtv demo` as the README runs it: 8 viewers through the tracker's optimizer.
+//! Its JSON summary (the last line of stdout) must show savings ≥ 0.8 and no stall.
+
+use meshtv_tests::*;
+use std::time::Duration;
+
+/// A base port with `n` free consecutive TCP ports after it on loopback.
+fn free_port_run(n: u16) -> u16 {
+    for base in (20_000u16..60_000).step_by(97) {
+        let all_free = (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no run of {n} free ports on loopback");
+}
+
+#[test]
+fn eight_viewer_demo_saves_over_80_percent_without_stalls() {
+    let base = free_port_run(8);
+    let out = run_meshtv(
+        &["demo", "--viewers", "8", "--duration", "45", "--http-base", &base.to_string()],
+        Duration::from_secs(150),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().expect("demo printed nothing");
+    let summary: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    eprintln!(
+        "demo summary: {}",
+        serde_json::json!({
+            "savings": summary["savings"], "stalls": summary["stalls"], "segments_played": summary["segments_played"],
+        })
+    );
+    assert_eq!(summary["viewers"], 8);
+    assert_eq!(num(&summary, "stalls"), 0, "{summary}");
+    assert!(num(&summary, "segments_played") >= 8 * 15, "{summary}");
+    let savings = summary["savings"].as_f64().expect("savings");
+    assert!(savings >= 0.8, "savings {savings:.3}");
+}
