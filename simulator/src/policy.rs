@@ -3,12 +3,16 @@
 
 use crate::scenario::Scenario;
 use meshtv_peer::PeerConfig;
+use meshtv_tracker::tracker::Policy as TrackerPolicy;
 use meshtv_tracker::TrackerConfig;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Policy {
+    /// The Chandelier optimizer: the tracker re-solves all stripe parents periodically as
+    /// one assignment problem, with measured upload capacity (the tracker's default).
+    Chandelier,
     /// The tracker's stripe trees (one parent per stripe, lowest depth first) plus a few
-    /// mesh partners: the current production policy.
+    /// mesh partners, chosen once at join with declared capacity.
     Tree,
     /// Baseline: every viewer is the source's child in every stripe, no mesh; the source
     /// is an origin with capacity for all (savings 0 by construction).
@@ -18,11 +22,12 @@ pub enum Policy {
     RandomMesh,
 }
 
-pub const NAMES: &[&str] = &["tree", "origin-only", "random-mesh"];
+pub const NAMES: &[&str] = &["chandelier", "tree", "origin-only", "random-mesh"];
 
 impl Policy {
     pub fn from_name(name: &str) -> Option<Policy> {
         match name {
+            "chandelier" => Some(Policy::Chandelier),
             "tree" => Some(Policy::Tree),
             "origin-only" => Some(Policy::OriginOnly),
             "random-mesh" => Some(Policy::RandomMesh),
@@ -32,6 +37,7 @@ impl Policy {
 
     pub fn name(self) -> &'static str {
         match self {
+            Policy::Chandelier => "chandelier",
             Policy::Tree => "tree",
             Policy::OriginOnly => "origin-only",
             Policy::RandomMesh => "random-mesh",
@@ -50,8 +56,11 @@ impl Policy {
     pub fn tracker_config(self, s: &Scenario, seed: u64) -> TrackerConfig {
         let mut cfg = TrackerConfig { seed, ..TrackerConfig::default() };
         cfg.members_per_channel_max = cfg.members_per_channel_max.max(s.peers as usize + 1);
+        if self != Policy::Chandelier {
+            cfg.policy = TrackerPolicy::Tree;
+        }
         match self {
-            Policy::Tree => {}
+            Policy::Chandelier | Policy::Tree => {}
             Policy::OriginOnly => cfg.partners_per_peer = 0,
             Policy::RandomMesh => {
                 cfg.partners_per_peer = s.mesh_partners;
@@ -84,6 +93,6 @@ mod tests {
         for n in NAMES {
             assert_eq!(Policy::from_name(n).unwrap().name(), *n);
         }
-        assert_eq!(Policy::from_name("chandelier"), None);
+        assert_eq!(Policy::from_name("tree-ish"), None);
     }
 }
