@@ -19,8 +19,8 @@ fn free_port_run(n: u16) -> u16 {
 fn eight_viewer_demo_saves_over_80_percent_without_stalls() {
     let base = free_port_run(8);
     let out = run_meshtv(
-        &["demo", "--viewers", "8", "--duration", "45", "--http-base", &base.to_string()],
-        Duration::from_secs(150),
+        &["demo", "--viewers", "8", "--duration", "60", "--http-base", &base.to_string()],
+        Duration::from_secs(180),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
