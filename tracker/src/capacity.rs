@@ -78,7 +78,8 @@ impl Capacity {
         let demand_bps = used as f64 * stripe_bps as f64;
         if self.delivered_bps >= KEEPING_UP * demand_bps {
             self.behind = 0;
-            if used >= self.slots {
+            // Kept up with what it had all along, and every slot is taken now: offer more.
+            if used_slots >= self.slots {
                 let grown = if self.slots < SLOW_START_SLOTS_MAX { self.slots * 2 } else { self.slots + 1 };
                 self.slots = grown.max(1).min(self.slots_cap);
             }
@@ -123,14 +124,18 @@ mod tests {
         let mut p = Probe { c: Capacity::new(40), t: Time::ZERO, bytes: 0 };
         assert_eq!(p.c.slots, 1);
         p.second(0, 1);
-        // Slow start while every slot is used and served. A slot given mid-interval only
-        // counts from the next one, so each step takes two intervals after the first.
+        // Slow start while every slot is taken and the ones held all window were served:
+        // one step per window.
         assert_eq!(p.second(1, 1), 2);
+        let mut held = 1;
         for want in [4, 8, 9, 10] {
+            // Every slot is taken at once; those held since the window began are served.
             let s = p.c.slots;
-            assert_eq!(p.second(s as u64, s), s, "the new slots were not in use for a whole interval yet");
-            assert_eq!(p.second(s as u64, s), want);
+            assert_eq!(p.second(held, s), want);
+            held = s as u64;
         }
+        // Every slot taken but the held ones only partly served (5 of 10): no growth.
+        assert_eq!(p.second(5, 10), 10);
         // Reports inside a window change nothing.
         let t = p.t + Duration::from_secs(1);
         p.c.report(t, p.bytes, 10, 500_000);
