@@ -138,7 +138,9 @@ impl Buffer {
 
     /// Drops every segment older than `seq`.
     pub fn evict_before(&mut self, seq: u64) {
-        self.slots = self.slots.split_off(&seq);
+        if self.slots.first_key_value().is_some_and(|(&s, _)| s < seq) {
+            self.slots = self.slots.split_off(&seq);
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -470,19 +470,27 @@ impl Peer {
             self.announce(out);
             let low = self.window_low();
             self.buffer.evict_before(low);
-            self.requested.retain(|(s, _), _| *s >= low);
-            self.headers_requested.retain(|s, _| *s >= low);
-            self.pending.retain(|p| p.1 >= low);
+            // Most ticks have nothing below the window: skip the scans then.
+            if self.requested.first_key_value().is_some_and(|((s, _), _)| *s < low) {
+                self.requested.retain(|(s, _), _| *s >= low);
+            }
+            if self.headers_requested.first_key_value().is_some_and(|(s, _)| *s < low) {
+                self.headers_requested.retain(|s, _| *s >= low);
+            }
+            if !self.pending.is_empty() {
+                self.pending.retain(|p| p.1 >= low);
+            }
         }
         if self.last_heartbeat.is_none_or(|t| now.since(t) >= self.cfg.heartbeat) {
             self.last_heartbeat = Some(now);
-            let s = self.stats(now);
+            // The fields `stats` would give, without its sorting of every delay sample.
+            let buffer_s = self.playback.buffer_ms(now, |q| self.segment_state(q)) as f64 / 1000.0;
             let report = PeerReport {
-                bytes_from_peers: s.bytes_from_peers,
-                bytes_from_source: s.bytes_from_source,
-                bytes_uploaded: s.bytes_uploaded,
-                stalls: s.stalls,
-                buffer_ms: (s.buffer_s * 1000.0) as u64,
+                bytes_from_peers: self.stats.bytes_from_peers,
+                bytes_from_source: self.stats.bytes_from_source,
+                bytes_uploaded: self.stats.bytes_uploaded,
+                stalls: self.playback.stalls,
+                buffer_ms: (buffer_s * 1000.0) as u64,
             };
             out.send(NodeId::TRACKER, Msg::Heartbeat { report });
         }
@@ -527,6 +535,17 @@ impl Peer {
             .due_each(&incomplete, now, target_ms, |s| segment_state_in(&self.buffer, s).filter(|_| s >= from));
         for (&seq, due) in incomplete.iter().zip(dues) {
             let Some(slot) = self.buffer.get(seq) else { continue };
+            // A segment with no request out, not yet due for the source fallback, and none
+            // of whose missing pieces a partner announced, has nothing to ask for (the loop
+            // below would pass over each of its pieces): skip it whole. A stalled viewer
+            // has dozens of those in its window on every tick.
+            let may_fall_back = source.is_some() && due.since(now) < policy.source_fallback;
+            if !may_fall_back
+                && self.requested.range((seq, 0)..=(seq, usize::MAX)).next().is_none()
+                && !partners_hold_missing(&self.partners, seq, &slot.pieces)
+            {
+                continue;
+            }
             for (index, piece) in slot.pieces.iter().enumerate() {
                 if piece.is_some() {
                     continue;
@@ -610,6 +629,13 @@ impl Peer {
             }
         }
     }
+}
+
+/// Whether some partner announced one of the pieces of segment `seq` still missing here.
+fn partners_hold_missing(partners: &BTreeMap<NodeId, PartnerView>, seq: u64, pieces: &[Option<Bytes>]) -> bool {
+    partners.values().any(|p| {
+        p.have.get(&seq).is_some_and(|map| pieces.iter().enumerate().any(|(i, piece)| piece.is_none() && map.get(i)))
+    })
 }
 
 /// What the playhead needs to know of segment `seq`, if the buffer holds it.

@@ -18,6 +18,7 @@ use crate::latency::Place;
 use crate::metrics::Collector;
 use crate::policy::Policy;
 use crate::population::{self, Viewer};
+use crate::queue::RadixQueue;
 use crate::scenario::Scenario;
 use crate::verify::Remembering;
 use bytes::Bytes;
@@ -26,7 +27,7 @@ use meshtv_proto::media::{ChannelDescriptor, Container};
 use meshtv_proto::msg::PeerInfo;
 use meshtv_proto::nat::{self, Path, Reachability};
 use meshtv_proto::sign::Broadcaster;
-use meshtv_proto::{codec, ChannelId, Msg, Node, NodeId, Outbox, Time, TimerId};
+use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time, TimerId};
 use meshtv_tracker::Tracker;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -140,50 +141,34 @@ enum Ev {
     Sample,
 }
 
-/// A heap entry: small, so that sifting moves little; the event waits in a slab.
-struct Entry {
-    at: Time,
-    seq: u64,
-    ev: u32,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, o: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(o.at, o.seq))
-    }
-}
-
-/// A piece being carried by the flow model.
+/// A piece being carried by the flow model: its `Msg::Piece`, taken apart (a `Msg` is
+/// several times larger, and a congested origin holds millions of these).
 struct InFlight {
     from: NodeId,
     to: NodeId,
-    msg: Msg,
+    seq: u64,
+    index: u16,
+    data: Bytes,
     latency_us: u64,
     /// Not delivered before this (the connection's handshake, a retransmission).
     not_before: Time,
 }
 
+impl InFlight {
+    fn wire_bytes(&self) -> u64 {
+        self.data.len() as u64 + PIECE_OVERHEAD_BYTES
+    }
+}
+
 /// A piece waiting on a connection, in send order: earlier segment first, then FIFO.
 struct Queued {
-    seq: u64,
     order: u64,
     piece: InFlight,
 }
 
 impl PartialEq for Queued {
     fn eq(&self, o: &Self) -> bool {
-        (self.seq, self.order) == (o.seq, o.order)
+        (self.piece.seq, self.order) == (o.piece.seq, o.order)
     }
 }
 impl Eq for Queued {}
@@ -194,7 +179,7 @@ impl PartialOrd for Queued {
 }
 impl Ord for Queued {
     fn cmp(&self, o: &Self) -> Ordering {
-        (self.seq, self.order).cmp(&(o.seq, o.order))
+        (self.piece.seq, self.order).cmp(&(o.piece.seq, o.order))
     }
 }
 
@@ -245,12 +230,15 @@ pub struct Engine {
     pub policy: Policy,
     now: Time,
     end: Time,
-    queue: BinaryHeap<Reverse<Entry>>,
-    /// Flow completions, kept apart from the heap because a flow's completion moves every
-    /// time its rate changes: an ordered set lets the old entry go, where a heap would
-    /// pile up stale ones. Keyed like the heap (time, then the same insertion counter).
-    completions: BTreeSet<(Time, u64, FlowId)>,
-    flow_due: Vec<Option<(Time, u64)>>,
+    /// Pending events by (time, insertion counter); the events wait in a slab.
+    queue: RadixQueue<u32>,
+    /// Flow completions, one per group of the flow model (the flows bottlenecked at one
+    /// resource share a clock, so only the first of them to finish is scheduled). Kept
+    /// apart from the heap because a group's next completion moves every time its level
+    /// changes: an ordered set lets the old entry go, where a heap would pile up stale
+    /// ones. Keyed like the heap (time, then the same insertion counter).
+    completions: BTreeSet<(Time, u64, ResId)>,
+    group_due: Vec<Option<(Time, u64)>>,
     /// Events by slab index, and the free indices.
     events: Vec<Option<Ev>>,
     free_events: Vec<u32>,
@@ -301,9 +289,9 @@ impl Engine {
         let mut e = Engine {
             end: Time::from_secs_f64(s.duration_s),
             now: Time::ZERO,
-            queue: BinaryHeap::new(),
+            queue: RadixQueue::default(),
             completions: BTreeSet::new(),
-            flow_due: Vec::new(),
+            group_due: Vec::new(),
             events: Vec::new(),
             free_events: Vec::new(),
             seq: 0,
@@ -418,7 +406,7 @@ impl Engine {
                 (self.events.len() - 1) as u32
             }
         };
-        self.queue.push(Reverse(Entry { at: at.max(self.now), seq: self.seq, ev: slot }));
+        self.queue.push(at.max(self.now).0, self.seq, slot);
     }
 
     fn add_node(&mut self, id: NodeId, core: Core, up_bps: f64, down_bps: f64, viewer: Option<u32>) {
@@ -460,7 +448,7 @@ impl Engine {
         let until = until.min(self.end);
         let mut next_report = self.now + Duration::from_secs(1);
         loop {
-            let heap_next = self.queue.peek().map(|Reverse(e)| (e.at, e.seq));
+            let heap_next = self.queue.peek().map(|(at, seq)| (Time(at), seq));
             let flow_next = self.completions.first().map(|&(at, seq, _)| (at, seq));
             let flow_first = match (heap_next, flow_next) {
                 (None, None) => break,
@@ -469,22 +457,25 @@ impl Engine {
                 (Some(_), None) => false,
             };
             if flow_first {
-                let Some((at, _, flow)) = self.completions.first().copied() else { break };
+                let Some((at, _, group)) = self.completions.first().copied() else { break };
                 if at > until {
                     break;
                 }
                 self.completions.pop_first();
-                self.flow_due[flow as usize] = None;
+                self.group_due[group as usize] = None;
                 self.now = at;
                 self.counters.events += 1;
-                self.end_flow(flow, true);
+                if let Some(flow) = self.flows.head(group) {
+                    self.end_flow(flow, true);
+                }
                 continue;
             }
-            let Some(Reverse(top)) = self.queue.peek() else { break };
-            if top.at > until {
+            let Some((at, _)) = heap_next else { break };
+            if at > until {
                 break;
             }
-            let Some(Reverse(Entry { at, ev: index, .. })) = self.queue.pop() else { break };
+            let Some(crate::queue::Entry { at, item: index, .. }) = self.queue.pop() else { break };
+            let at = Time(at);
             let Some(ev) = self.events[index as usize].take() else { continue };
             self.free_events.push(index);
             self.now = at;
@@ -711,17 +702,12 @@ impl Engine {
     }
 
     fn cancel_flows_between(&mut self, a: NodeId, b: NodeId) {
-        let mut doomed = Vec::new();
-        for (x, y) in [(a, b), (b, a)] {
-            let Some(up) = self.slot(x).map(|s| s.up) else { continue };
-            for &f in self.flows.flows_of(up) {
-                if self.in_flight[f as usize].as_ref().is_some_and(|m| m.to == y) {
-                    doomed.push(f);
-                }
+        for key in [(a, b), (b, a)] {
+            // A connection has at most one flow: its queue knows it (a scan of the
+            // sender's flows would cost an origin's thousands per closed connection).
+            if let Some(f) = self.link_queues.get(&key).and_then(|q| q.flow) {
+                self.end_flow(f, false);
             }
-        }
-        for f in doomed {
-            self.end_flow(f, false);
         }
     }
 
@@ -733,16 +719,17 @@ impl Engine {
         let key = (m.from, m.to);
         if finished {
             // Media bytes count once they have crossed the sender's uplink.
-            let len = piece_wire_bytes(&m.msg) - PIECE_OVERHEAD_BYTES;
+            let len = m.data.len() as u64;
             self.counters.media_bytes += len;
             if m.from == SOURCE {
                 self.counters.source_media_bytes += len;
             }
             let at = (self.now + Duration::from_micros(m.latency_us)).max(m.not_before);
-            self.push(at, Ev::Deliver { from: m.from, to: m.to, msg: m.msg });
+            let msg = Msg::Piece { seq: m.seq, index: m.index, data: m.data };
+            self.push(at, Ev::Deliver { from: m.from, to: m.to, msg });
             let next = self.link_queues.get_mut(&key).and_then(|q| q.waiting.pop());
             if let Some(Reverse(next)) = next {
-                let bytes = piece_wire_bytes(&next.piece.msg);
+                let bytes = next.piece.wire_bytes();
                 let r = self.flows.refill(self.now, flow, bytes);
                 self.in_flight[flow as usize] = Some(next.piece);
                 self.reschedule(&[r]);
@@ -755,9 +742,6 @@ impl Engine {
             }
         }
         self.link_queues.remove(&key);
-        if let Some(old) = self.flow_due.get_mut(flow as usize).and_then(Option::take) {
-            self.completions.remove(&(old.0, old.1, flow));
-        }
         self.changed.clear();
         let mut changed = std::mem::take(&mut self.changed);
         self.flows.stop(self.now, flow, &mut changed);
@@ -767,18 +751,24 @@ impl Engine {
 
     fn reschedule(&mut self, changed: &[Rescheduled]) {
         for r in changed {
-            let i = r.flow as usize;
-            if self.flow_due.len() <= i {
-                self.flow_due.resize(i + 1, None);
+            let i = r.group as usize;
+            if self.group_due.len() <= i {
+                self.group_due.resize(i + 1, None);
             }
-            if let Some(old) = self.flow_due[i].take() {
-                self.completions.remove(&(old.0, old.1, r.flow));
+            let at = r.finish_at.map(|at| at.max(self.now));
+            if let (Some(old), Some(at)) = (self.group_due[i], at) {
+                if old.0 == at {
+                    // Unchanged: keep its place among ties.
+                    continue;
+                }
             }
-            if let Some(at) = r.finish_at {
+            if let Some(old) = self.group_due[i].take() {
+                self.completions.remove(&(old.0, old.1, r.group));
+            }
+            if let Some(at) = at {
                 self.seq += 1;
-                let key = (at.max(self.now), self.seq);
-                self.completions.insert((key.0, key.1, r.flow));
-                self.flow_due[i] = Some(key);
+                self.completions.insert((at, self.seq, r.group));
+                self.group_due[i] = Some((at, self.seq));
             }
         }
     }
@@ -944,33 +934,27 @@ impl Engine {
         }
         let depart = self.now.max(link.up_at);
         let extra = self.loss_delay_us(lat);
-        if let Msg::Piece { data, .. } = &msg {
-            let len = data.len() as u64;
-            let seq = match &msg {
-                Msg::Piece { seq, .. } => *seq,
-                _ => 0,
-            };
+        if let Msg::Piece { seq, index, data } = msg {
             let not_before = depart + Duration::from_micros(lat + extra);
-            let piece = InFlight { from: a, to: b, msg, latency_us: lat + extra, not_before };
+            let piece = InFlight { from: a, to: b, seq, index, data, latency_us: lat + extra, not_before };
+            let bytes = piece.wire_bytes();
             let q = self.link_queues.entry((a, b)).or_default();
             if q.flow.is_some() {
                 if q.waiting.len() >= LINK_QUEUE_PIECES_MAX {
                     self.counters.messages_dropped += 1;
                 } else {
                     self.queue_order += 1;
-                    q.waiting.push(Reverse(Queued { seq, order: self.queue_order, piece }));
+                    q.waiting.push(Reverse(Queued { order: self.queue_order, piece }));
                 }
                 return;
             }
             self.counters.flows_started += 1;
-            let mut res = vec![up];
-            if link.relayed {
-                res.extend(self.relay);
-            }
-            res.push(down);
+            let relay = self.relay.filter(|_| link.relayed);
+            let via = [up, relay.unwrap_or(down), down];
+            let res = if relay.is_some() { &via[..] } else { &via[..2] };
             self.changed.clear();
             let mut changed = std::mem::take(&mut self.changed);
-            let f = self.flows.start(self.now, &res, len + PIECE_OVERHEAD_BYTES, &mut changed);
+            let f = self.flows.start(self.now, res, bytes, &mut changed);
             if let Some(q) = self.link_queues.get_mut(&(a, b)) {
                 q.flow = Some(f);
             }
@@ -1005,16 +989,12 @@ impl Engine {
     }
 }
 
-fn piece_wire_bytes(msg: &Msg) -> u64 {
-    match msg {
-        Msg::Piece { data, .. } => data.len() as u64 + PIECE_OVERHEAD_BYTES,
-        _ => PIECE_OVERHEAD_BYTES,
-    }
-}
-
-/// Wire size of a control message, as the codec frames it.
+/// Wire size of a control message, as `codec::encode` frames it (a version byte, then the
+/// postcard body), counted without building the frame.
 fn control_bytes(msg: &Msg) -> u64 {
-    codec::encode(msg).len() as u64
+    // A plain enum always serializes (the codec's own `encode` relies on it too).
+    1 + postcard::serialize_with_flavor::<Msg, _, usize>(msg, postcard::ser_flavors::Size::default())
+        .expect("Msg encodes") as u64
 }
 
 /// A segment's bytes: content does not matter to the swarm, only size and hashes.
@@ -1026,4 +1006,24 @@ fn segment_data(seq: u64, len: usize) -> Bytes {
         chunk[2] = i as u8;
     }
     Bytes::from(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshtv_proto::codec;
+    use meshtv_proto::msg::PieceMap;
+
+    #[test]
+    fn control_bytes_are_the_codec_frame_length() {
+        let msgs = [
+            Msg::Have { seq: 12345, pieces: PieceMap::full(13) },
+            Msg::Request { seq: 7, index: 300, urgent: true },
+            Msg::GetHeader { seq: u64::MAX },
+            Msg::Leave,
+        ];
+        for m in &msgs {
+            assert_eq!(control_bytes(m), codec::encode(m).len() as u64, "{m:?}");
+        }
+    }
 }

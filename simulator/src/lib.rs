@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod plots;
 pub mod policy;
 pub mod population;
+pub mod queue;
 pub mod report;
 pub mod scenario;
 pub mod verify;
