@@ -1,5 +1,6 @@
-//! The discrete-event engine: virtual time jumps from one event to the next (a binary heap
-//! keyed by time, then by insertion order, so ties break the same way on every run).
+//! The discrete-event engine: virtual time jumps from one event to the next (a radix heap
+//! keyed by time, then by insertion order, so ties break the same way on every run; see
+//! `queue`).
 //! Nodes are the production cores behind [`meshtv_proto::Node`]; the engine carries out
 //! their [`Outbox`]es: connections come up (or not) as the NAT model says, control
 //! messages arrive after the path's latency, pieces after the flow model has carried their

@@ -822,15 +822,21 @@ impl Flows {
         // Every unfrozen unit runs at the common level; resource `li` runs out when the
         // level reaches its remaining capacity over its unfrozen flows. A heap of those
         // levels (stale entries skipped) makes a filling O(units log units).
-        s.heap.clear();
+        // Built in one O(n) heapify, and left as soon as every unit is frozen: most border
+        // resources never bind, and their entries need not be popped one by one.
+        let mut levels = std::mem::take(&mut s.heap).into_vec();
+        levels.clear();
         for li in 0..s.local_res.len() {
             if s.local_count[li] > 0.0 {
-                s.heap.push(Reverse(Level(s.local_rem[li] / s.local_count[li], li as u32)));
+                levels.push(Reverse(Level(s.local_rem[li] / s.local_count[li], li as u32)));
             }
         }
+        s.heap = BinaryHeap::from(levels);
         let n_single = s.set_flows.len();
+        let mut unfrozen = s.unit_mult.len();
         let mut level = 0.0f64;
-        while let Some(Reverse(Level(at, li))) = s.heap.pop() {
+        while unfrozen > 0 {
+            let Some(Reverse(Level(at, li))) = s.heap.pop() else { break };
             let li = li as usize;
             let n = s.local_count[li];
             if n <= 0.0 || at != s.local_rem[li] / n {
@@ -844,6 +850,7 @@ impl Flows {
                     continue;
                 }
                 s.unit_frozen[u] = true;
+                unfrozen -= 1;
                 s.unit_rate[u] = level;
                 s.unit_at[u] = li as u32;
                 let m = s.unit_mult[u];

@@ -152,3 +152,32 @@ fn the_baselines_behave_as_their_names_say() {
     assert!(mesh.bytes_from_peers > 0, "random-mesh pulls from partners");
     assert!(report.policies["tree"].savings > origin.savings);
 }
+
+#[test]
+fn in_a_whole_run_the_flow_model_keeps_max_min_rates_and_its_bookkeeping() {
+    // Churn (departures cancel flows), NATs that need the relay, a partition: every way
+    // flows start, refill and stop. At each check the incremental rates equal a
+    // from-scratch max-min computation, and the groups' bookkeeping recounts.
+    let mut s = quick(60, 60.0);
+    s.nat = vec![NatShare { share: 1.0, kind: "open".into() }, NatShare { share: 1.0, kind: "symmetric".into() }];
+    s.network.relay_upload_bps = 20_000_000;
+    s.sessions.model = SessionModel::Exponential;
+    s.sessions.mean_s = 25.0;
+    s.sessions.rejoin = true;
+    s.sessions.off_mean_s = 3.0;
+    s.partitions = vec![Partition { at_s: 30.0, heal_s: 40.0, share: 0.3 }];
+    let mut e = Engine::new(&s, Policy::Tree);
+    let mut checked = 0;
+    for ms in (500..60_000).step_by(1_500) {
+        e.run_until(Time::from_millis(ms), &mut nothing);
+        let f = e.flows();
+        f.check_consistency();
+        for (id, want) in f.reference_rates() {
+            let got = f.rate_bps(id);
+            assert!((got - want).abs() <= 1e-6 * want.max(1.0), "{ms} ms: flow {id} at {got}, max-min {want}");
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "only {checked} flow rates checked");
+    assert!(e.counters.departures > 0 && e.counters.dials_relayed > 0);
+}

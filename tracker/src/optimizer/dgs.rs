@@ -126,37 +126,75 @@ impl State<'_> {
     }
 }
 
+/// Scratch space of the chain search, kept across the rows of one solve: a column visit
+/// stamp (so no per-row clearing of an array as long as the columns), and the columns
+/// known to lead nowhere.
+struct Chains {
+    /// For each column reached in the current search: the row that would move into it.
+    via: Vec<u32>,
+    /// `via[c]` is valid only when `seen[c] == stamp`.
+    seen: Vec<u32>,
+    stamp: u32,
+    /// Columns from which no chain reaches a free slot. A failed search proves this for
+    /// every column it reached (all full, and every holder's arcs stay inside the
+    /// reached set); a successful chain only changes holders of columns outside that set,
+    /// so the proof stays true for the rest of the solve.
+    dead: Vec<bool>,
+    queue: std::collections::VecDeque<usize>,
+    reached: Vec<u32>,
+}
+
+impl Chains {
+    fn new(cols: usize) -> Self {
+        Chains {
+            via: vec![u32::MAX; cols],
+            seen: vec![0; cols],
+            stamp: 0,
+            dead: vec![false; cols],
+            queue: std::collections::VecDeque::new(),
+            reached: Vec::new(),
+        }
+    }
+}
+
 impl State<'_> {
     /// Finds a chain for an unassigned `row`: it takes a full column, whose holder takes
     /// another, … until a column with a free slot ends the chain (breadth-first, so the
     /// shortest chain). Greedy moves never make such chains (each step alone gains
     /// nothing), yet they are what places the last rows when capacity is tight. Returns
     /// whether the row was placed.
-    fn augment(&mut self, row: usize) -> bool {
-        let cols = self.p.capacity.len();
-        // For each column reached: the row that would move into it.
-        let mut via: Vec<u32> = vec![u32::MAX; cols];
-        let mut queue: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
-        queue.push_back(row);
+    fn augment(&mut self, row: usize, ch: &mut Chains) -> bool {
+        ch.stamp += 1;
+        let stamp = ch.stamp;
+        ch.queue.clear();
+        ch.reached.clear();
+        ch.queue.push_back(row);
         let mut end = None;
-        'search: while let Some(r) = queue.pop_front() {
+        'search: while let Some(r) = ch.queue.pop_front() {
             for a in &self.p.arcs[r] {
                 let c = a.col as usize;
-                if via[c] != u32::MAX || self.col_of[r] == Some(a.col) {
+                if ch.seen[c] == stamp || ch.dead[c] || self.col_of[r] == Some(a.col) {
                     continue;
                 }
-                via[c] = r as u32;
+                ch.seen[c] = stamp;
+                ch.via[c] = r as u32;
+                ch.reached.push(c as u32);
                 if self.room[c] > 0 {
                     end = Some(c);
                     break 'search;
                 }
-                queue.extend(self.holders[c].iter().map(|&h| h as usize));
+                ch.queue.extend(self.holders[c].iter().map(|&h| h as usize));
             }
         }
-        let Some(mut c) = end else { return false };
+        let Some(mut c) = end else {
+            for &c in &ch.reached {
+                ch.dead[c as usize] = true;
+            }
+            return false;
+        };
         // Shift along the chain, from the free column back to the row.
         loop {
-            let r = via[c] as usize;
+            let r = ch.via[c] as usize;
             let prev = self.col_of[r];
             self.set(r, Some(c as u32));
             match prev {
@@ -245,8 +283,9 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
         }
     }
     // Place the rows the moves left out, through chains.
+    let mut chains = Chains::new(p.capacity.len());
     for row in 0..p.rows() {
-        if s.col_of[row].is_none() && !p.arcs[row].is_empty() && s.augment(row) {
+        if s.col_of[row].is_none() && !p.arcs[row].is_empty() && s.augment(row, &mut chains) {
             report.augmented += 1;
         }
     }
