@@ -46,6 +46,19 @@ pub struct PeerConfig {
     /// Most children this peer serves, whatever the tracker says. An origin that serves
     /// every viewer (the simulator's origin-only baseline) raises it.
     pub children_max: usize,
+    /// The uplink's real rate, when the driver knows it. Pull requests are then declined
+    /// (`NoPiece`, so the asker goes elsewhere at once) while more than `serve_horizon` of
+    /// data is already queued on it: an answer that would arrive after the asker gave up
+    /// only wastes the uplink, and an origin asked by thousands must shed what it cannot
+    /// send in time. `None`: every request is answered.
+    pub uplink_bps: Option<u64>,
+    pub serve_horizon: Duration,
+    /// Most requests outstanding at the source (its fallback is for the few pieces the
+    /// swarm could not bring in time, not a second feed).
+    pub source_requests_max: usize,
+    /// Partners hear of new pieces at most this often (each announcement lists a whole
+    /// segment's map, so one message covers every piece that came since the last).
+    pub have_interval: Duration,
     pub tick: Duration,
     pub heartbeat: Duration,
     pub fault: Option<Fault>,
@@ -70,6 +83,10 @@ impl PeerConfig {
             request_timeout: Duration::from_millis(1500),
             requests_per_partner_max: 16,
             children_max: 64,
+            uplink_bps: None,
+            serve_horizon: Duration::from_millis(1000),
+            source_requests_max: 8,
+            have_interval: Duration::from_millis(300),
             tick: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
             fault: None,

@@ -14,11 +14,18 @@ use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
 
 const TICK: TimerId = TimerId(1);
 /// Pieces held while their header is still on its way (pieces and headers travel on
 /// different streams, so a piece may overtake its header).
 const PENDING_PIECES_MAX: usize = 256;
+/// After the source declined a request: how long before it is asked for that piece again.
+const SOURCE_BUSY_PAUSE: Duration = Duration::from_millis(300);
+/// A parent's push is given this much beyond its recent lag before the piece is pulled.
+const PUSH_LAG_MARGIN: Duration = Duration::from_millis(300);
+/// Never wait longer than this for a push (the source fallback still applies sooner).
+const PUSH_WAIT_MAX: Duration = Duration::from_millis(4000);
 /// Most segments ahead of the playhead the peer accepts headers for.
 const WINDOW_AHEAD_SEGMENTS: u64 = 32;
 /// Segments a source keeps for fallback requests.
@@ -55,6 +62,33 @@ pub struct Peer {
     ready_delays_ms: Vec<u64>,
     /// NAT traversal: rendezvous through the tracker, once the driver measured our NAT.
     traversal: Traversal,
+    /// Data queued on the uplink as this peer estimates it (see `PeerConfig::uplink_bps`).
+    uplink: Backlog,
+    /// Requests outstanding at the source (bounded by `source_requests_max`).
+    source_outstanding: usize,
+    /// Whether this peer dialed the source for its fallback (dial once, not per request).
+    source_dialed: bool,
+    /// Per stripe: how long after a segment's header the parent's pushes have lately
+    /// arrived (rises at once, decays slowly). A piece is pulled only once its push is
+    /// later than that: pulling what the parent is about to push wastes both uplinks.
+    push_lag: Vec<Duration>,
+    last_announce: Option<Time>,
+}
+
+/// Bits queued on an uplink that drains at a known rate: what a sender can estimate of its
+/// transport's queue without seeing it.
+#[derive(Default)]
+struct Backlog {
+    bits: f64,
+    at: Time,
+}
+
+impl Backlog {
+    fn drain(&mut self, now: Time, bps: u64) {
+        let secs = now.since(self.at).as_secs_f64();
+        self.bits = (self.bits - secs * bps as f64).max(0.0);
+        self.at = self.at.max(now);
+    }
 }
 
 /// Most readiness-delay samples kept.
@@ -80,6 +114,11 @@ impl Peer {
             partners: BTreeMap::new(),
             children: BTreeMap::new(),
             requested: BTreeMap::new(),
+            uplink: Backlog::default(),
+            source_outstanding: 0,
+            source_dialed: false,
+            push_lag: Vec::new(),
+            last_announce: None,
             headers_requested: BTreeMap::new(),
             pending: VecDeque::new(),
             banned: BTreeSet::new(),
@@ -209,6 +248,28 @@ impl Peer {
         self.descriptor.as_ref().map_or(1, |d| d.stripes)
     }
 
+    /// Learns how late `from`'s pushes come, if it is the stripe parent of this piece.
+    fn note_push_lag(&mut self, now: Time, from: NodeId, seq: u64, index: usize) {
+        let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
+        if self.parents.get(stripe).is_none_or(|p| p.as_ref().is_none_or(|p| p.id != from)) {
+            return;
+        }
+        let Some(header_at) = self.buffer.get(seq).map(|s| s.header_at) else { return };
+        let sample = now.since(header_at);
+        if self.push_lag.len() <= stripe {
+            self.push_lag.resize(stripe + 1, Duration::ZERO);
+        }
+        let lag = &mut self.push_lag[stripe];
+        *lag = if sample >= *lag { sample } else { (*lag * 15 + sample) / 16 };
+    }
+
+    /// Whether a pull request may be answered now (see `PeerConfig::uplink_bps`).
+    fn uplink_has_room(&mut self, now: Time) -> bool {
+        let Some(bps) = self.cfg.uplink_bps else { return true };
+        self.uplink.drain(now, bps);
+        self.uplink.bits <= bps as f64 * self.cfg.serve_horizon.as_secs_f64()
+    }
+
     fn send_piece(&mut self, to: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
         let data = match self.cfg.fault {
             Some(Fault::CorruptUploads) => {
@@ -221,6 +282,7 @@ impl Peer {
             None => data.clone(),
         };
         self.stats.bytes_uploaded += data.len() as u64;
+        self.uplink.bits += data.len() as f64 * 8.0;
         out.send(to, Msg::Piece { seq, index: index as u16, data });
     }
 
@@ -293,9 +355,7 @@ impl Peer {
         if let Some((asked, _)) = self.requested.get(&(seq, index)) {
             if *asked == from {
                 self.requested.remove(&(seq, index));
-                if let Some(p) = self.partners.get_mut(&from) {
-                    p.outstanding = p.outstanding.saturating_sub(1);
-                }
+                self.settled(from);
             }
         }
         if self.is_source() || !self.in_window(seq) {
@@ -313,6 +373,7 @@ impl Peer {
                 } else {
                     self.stats.bytes_from_peers += len;
                 }
+                self.note_push_lag(now, from, seq, index);
                 let stripes = self.stripes();
                 self.push_to_children(Some(from), seq, index, &data, stripes, out);
             }
@@ -368,6 +429,27 @@ impl Peer {
             }
         }
         self.requested.retain(|_, (n, _)| *n != peer);
+        if self.source.as_ref().is_some_and(|s| s.id == peer) {
+            self.source_dialed = false;
+            self.source_outstanding = 0;
+        }
+    }
+
+    /// A request to `node` is answered, refused or given up: it no longer counts against
+    /// the node's bound.
+    fn settled(&mut self, node: NodeId) {
+        if let Some(p) = self.partners.get_mut(&node) {
+            p.outstanding = p.outstanding.saturating_sub(1);
+        }
+        if self.source.as_ref().is_some_and(|s| s.id == node) {
+            self.source_outstanding = self.source_outstanding.saturating_sub(1);
+        }
+    }
+
+    /// Recounts the requests outstanding at the source after entries were dropped in bulk.
+    fn recount_source(&mut self) {
+        let source = self.source.as_ref().map(|s| s.id);
+        self.source_outstanding = self.requested.values().filter(|(n, _)| Some(*n) == source).count();
     }
 
     fn apply_assignment(&mut self, parents: Vec<Option<PeerInfo>>, partners: Vec<PeerInfo>, out: &mut Outbox) {
@@ -390,7 +472,17 @@ impl Peer {
         for p in self.parents.iter().chain(parents.iter()).flatten() {
             nodes.insert(p.id, p.clone());
         }
-        let from_seq = self.playback.wanted_from().unwrap_or(0);
+        // Pushes start at the first segment the playhead still needs that is not complete
+        // here: a new parent's catch-up would otherwise re-send what this peer holds.
+        let wanted = self.playback.wanted_from().unwrap_or(0);
+        let from_seq = self
+            .buffer
+            .range_from(wanted)
+            .find(|(_, slot)| !slot.is_complete())
+            .map(|(&seq, _)| seq)
+            .or_else(|| self.buffer.newest().map(|n| n + 1))
+            .unwrap_or(wanted)
+            .max(wanted);
         for (id, info) in nodes {
             let (old, new) = (mask_of(&self.parents, id), mask_of(&parents, id));
             if old != new {
@@ -467,12 +559,16 @@ impl Peer {
             let buffer = &self.buffer;
             self.playback.advance(now, |s| segment_state_in(buffer, s));
             self.schedule(now, out);
-            self.announce(out);
+            if self.last_announce.is_none_or(|t| now.since(t) >= self.cfg.have_interval) {
+                self.announce(out);
+                self.last_announce = Some(now);
+            }
             let low = self.window_low();
             self.buffer.evict_before(low);
             // Most ticks have nothing below the window: skip the scans then.
             if self.requested.first_key_value().is_some_and(|((s, _), _)| *s < low) {
                 self.requested.retain(|(s, _), _| *s >= low);
+                self.recount_source();
             }
             if self.headers_requested.first_key_value().is_some_and(|(s, _)| *s < low) {
                 self.headers_requested.retain(|s, _| *s >= low);
@@ -522,7 +618,6 @@ impl Peer {
         let Some(d) = &self.descriptor else { return };
         let (stripes, target_ms) = (d.stripes, d.segment_duration_ms_target);
         let policy = Policy {
-            push_grace: self.cfg.push_grace,
             source_fallback: self.cfg.source_fallback,
             requests_per_partner_max: self.cfg.requests_per_partner_max,
         };
@@ -556,7 +651,10 @@ impl Peer {
                     index,
                     time_left: due.since(now),
                     header_age: now.since(slot.header_at),
-                    pushed_by_parent: self.parents.get(stripe).is_some_and(|p| p.is_some()),
+                    push_wait: self.parents.get(stripe).is_some_and(|p| p.is_some()).then(|| {
+                        let lag = self.push_lag.get(stripe).copied().unwrap_or_default();
+                        (lag + PUSH_LAG_MARGIN).clamp(self.cfg.push_grace, PUSH_WAIT_MAX)
+                    }),
                 });
             }
         }
@@ -570,8 +668,8 @@ impl Peer {
                     continue;
                 }
                 self.requested.remove(&(m.seq, m.index));
+                self.settled(node);
                 if let Some(p) = self.partners.get_mut(&node) {
-                    p.outstanding = p.outstanding.saturating_sub(1);
                     // It did not deliver: do not count on its map for this segment.
                     p.have.remove(&m.seq);
                 }
@@ -590,12 +688,14 @@ impl Peer {
             }
             let someone_has =
                 held.as_ref().is_some_and(|(_, u)| u.get(m.index / 8).is_some_and(|b| b & (1 << (m.index % 8)) != 0));
-            let may_fall_back = source.is_some() && m.time_left < policy.source_fallback;
+            let source_free = self.source_outstanding < self.cfg.source_requests_max;
+            let may_fall_back = source_free && source.is_some() && m.time_left < policy.source_fallback;
             if !someone_has && !may_fall_back {
                 continue;
             }
+            let source_now = source.filter(|_| source_free);
             if let Decision::Ask { node, urgent } =
-                scheduler::decide(&m, &self.partners, source, &policy, &mut self.rng)
+                scheduler::decide(&m, &self.partners, source_now, &policy, &mut self.rng)
             {
                 self.requested.insert((m.seq, m.index), (node, now));
                 if let Some(p) = self.partners.get_mut(&node) {
@@ -604,9 +704,13 @@ impl Peer {
                 self.stats.requests_sent += 1;
                 if Some(node) == source {
                     self.stats.requests_to_source += 1;
-                    if !self.partners.contains_key(&node) {
+                    self.source_outstanding += 1;
+                    let linked = self.partners.contains_key(&node)
+                        || self.parents.iter().any(|p| p.as_ref().is_some_and(|p| p.id == node));
+                    if !linked && !self.source_dialed {
                         if let Some(s) = self.source.clone() {
                             self.traversal.connect(s, out);
+                            self.source_dialed = true;
                         }
                     }
                 }
@@ -726,15 +830,22 @@ impl Node for Peer {
                 }
             }
             Msg::Request { seq, index, .. } => match self.buffer.piece(seq, index as usize).cloned() {
-                Some(data) => self.send_piece(from, seq, index as usize, &data, out),
-                None => out.send(from, Msg::NoPiece { seq, index }),
+                Some(data) if self.uplink_has_room(now) => self.send_piece(from, seq, index as usize, &data, out),
+                _ => out.send(from, Msg::NoPiece { seq, index }),
             },
             Msg::Piece { seq, index, data } => self.on_piece(now, from, seq, index as usize, data, out),
             Msg::NoPiece { seq, index } => {
                 if self.requested.get(&(seq, index as usize)).is_some_and(|(n, _)| *n == from) {
+                    if self.source.as_ref().is_some_and(|s| s.id == from) {
+                        // The source is busy: the request stays counted for a pause, so that
+                        // thousands of viewers do not ask it again on their next tick.
+                        let pause = SOURCE_BUSY_PAUSE.min(self.cfg.request_timeout);
+                        self.requested.insert((seq, index as usize), (from, now - (self.cfg.request_timeout - pause)));
+                        return;
+                    }
                     self.requested.remove(&(seq, index as usize));
+                    self.settled(from);
                     if let Some(p) = self.partners.get_mut(&from) {
-                        p.outstanding = p.outstanding.saturating_sub(1);
                         p.have.remove(&seq);
                     }
                 }

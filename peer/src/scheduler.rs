@@ -1,6 +1,7 @@
 //! Which missing pieces to pull, from whom, and when.
 //!
-//! A piece is first left to the stripe parent's push (`push_grace` after its header came);
+//! A piece is first left to the stripe parent's push (for as long after its header as that
+//! parent has lately needed, see `Peer`'s push lag, and never past the source fallback);
 //! then it is pulled from the least-loaded partner that announced it; a piece still missing
 //! within `source_fallback` of its deadline is fetched from the source, so that peer-to-peer
 //! delivery never costs the viewer a stall it could have avoided (SmoothCache's rule).
@@ -44,12 +45,12 @@ pub struct Missing {
     pub time_left: Duration,
     /// Time since the segment's header arrived.
     pub header_age: Duration,
-    /// Whether a live parent is expected to push this piece.
-    pub pushed_by_parent: bool,
+    /// With a live parent expected to push this piece: how long after the header it is
+    /// left to that push.
+    pub push_wait: Option<Duration>,
 }
 
 pub struct Policy {
-    pub push_grace: Duration,
     pub source_fallback: Duration,
     pub requests_per_partner_max: usize,
 }
@@ -70,7 +71,10 @@ pub fn decide(
     policy: &Policy,
     rng: &mut impl Rng,
 ) -> Decision {
-    if piece.pushed_by_parent && piece.header_age < policy.push_grace {
+    // A push still expected is waited for until half the source fallback is left: a
+    // parent that is merely slow still delivers, and the source is not asked twice over.
+    let near_deadline = piece.time_left < policy.source_fallback / 2;
+    if piece.push_wait.is_some_and(|w| piece.header_age < w) && !near_deadline {
         return Decision::Wait;
     }
     let urgent = piece.time_left < policy.source_fallback * 2;
@@ -99,11 +103,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn policy() -> Policy {
-        Policy {
-            push_grace: Duration::from_millis(800),
-            source_fallback: Duration::from_millis(1500),
-            requests_per_partner_max: 2,
-        }
+        Policy { source_fallback: Duration::from_millis(1500), requests_per_partner_max: 2 }
     }
 
     fn missing(time_left_ms: u64, age_ms: u64, pushed: bool) -> Missing {
@@ -112,7 +112,7 @@ mod tests {
             index: 3,
             time_left: Duration::from_millis(time_left_ms),
             header_age: Duration::from_millis(age_ms),
-            pushed_by_parent: pushed,
+            push_wait: pushed.then_some(Duration::from_millis(800)),
         }
     }
 
@@ -140,6 +140,12 @@ mod tests {
         assert_eq!(decide(&missing(5000, 900, false), &partners, Some(src), &policy(), &mut rng), Decision::Wait);
         assert_eq!(
             decide(&missing(1000, 900, false), &partners, Some(src), &policy(), &mut rng),
+            Decision::Ask { node: src, urgent: true }
+        );
+        // A push still expected holds a piece back until half the source fallback is left.
+        assert_eq!(decide(&missing(1000, 100, true), &partners, Some(src), &policy(), &mut rng), Decision::Wait);
+        assert_eq!(
+            decide(&missing(700, 100, true), &partners, Some(src), &policy(), &mut rng),
             Decision::Ask { node: src, urgent: true }
         );
     }

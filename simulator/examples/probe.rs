@@ -1,22 +1,42 @@
+//! Runs one policy of a scenario and prints, every few simulated seconds, how far it is and
+//! what the flow model has cost so far (for profiling; no report is written):
+//! `cargo run --release -p meshtv-simulator --example probe -- SCENARIO [POLICY] [PEERS] [DURATION_S] [STEP_S]`.
+
 use meshtv_proto::Time;
 use meshtv_simulator::{Engine, Policy, Scenario};
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mut s = Scenario::load(&args[1]).unwrap();
-    s.policy = args.get(2).cloned().unwrap_or("tree".into());
-    if let Some(n) = args.get(3) {
-        s.peers = n.parse().unwrap();
+    let mut s = Scenario::load(args.get(1).map_or("small", String::as_str)).expect("scenario");
+    if let Some(p) = args.get(2) {
+        s.policy = p.clone();
     }
-    let dur: f64 = args.get(4).map_or(s.duration_s, |d| d.parse().unwrap());
-    let step: f64 = args.get(5).map_or(5.0, |d| d.parse().unwrap());
-    let mut e = Engine::new(&s, Policy::from_name(&s.policy).unwrap());
-    let t0 = std::time::Instant::now();
+    if let Some(n) = args.get(3) {
+        s.peers = n.parse().expect("peers");
+    }
+    let duration_s: f64 = args.get(4).map_or(s.duration_s, |d| d.parse().expect("duration"));
+    let step_s: f64 = args.get(5).map_or(10.0, |d| d.parse().expect("step"));
+    let mut e = Engine::new(&s, Policy::from_name(&s.policy).expect("policy"));
+    let started = std::time::Instant::now();
     let mut t = 0.0;
-    while t < dur {
-        t += step;
+    while t < duration_s {
+        t = (t + step_s).min(duration_s);
         e.run_until(Time::from_secs_f64(t), &mut |_| {});
         let f = e.flows();
-        eprintln!("sim {t:>5.0}s wall {:>7.2}s events {:>10} live_flows {:>6} updates {:>9} recomputed {:>12} flows_started {:>9} viewers {}",
-            t0.elapsed().as_secs_f64(), e.counters.events, f.live_flows(), f.updates, f.recomputed_flows, e.counters.flows_started, e.viewers().count());
+        let c = &e.counters;
+        eprintln!(
+            "sim {t:>5.0}s wall {:>7.2}s events {:>10} viewers {:>6} live flows {:>6} flow updates {:>9} \
+             flows recomputed one by one {:>11} flows started {:>9} dials direct/relayed/failed {}/{}/{}",
+            started.elapsed().as_secs_f64(),
+            c.events,
+            e.viewers().count(),
+            f.live_flows(),
+            f.updates,
+            f.recomputed_flows,
+            c.flows_started,
+            c.dials_direct,
+            c.dials_relayed,
+            c.dials_failed,
+        );
     }
 }

@@ -25,7 +25,7 @@ use crate::verify::Remembering;
 use bytes::Bytes;
 use meshtv_peer::{Peer, PeerConfig, PeerRole};
 use meshtv_proto::media::{ChannelDescriptor, Container};
-use meshtv_proto::msg::PeerInfo;
+use meshtv_proto::msg::{NatReport, PeerInfo};
 use meshtv_proto::nat::{self, Path, Reachability};
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time, TimerId};
@@ -323,6 +323,7 @@ impl Engine {
         cfg.verifier = e.verifier.clone();
         policy.source_config(&e.scenario, &mut cfg);
         let source_up = policy.source_upload_bps(&e.scenario) as f64;
+        cfg.uplink_bps = Some(source_up as u64);
         e.add_node(SOURCE, Core::Peer(Box::new(Peer::new(cfg))), source_up, SERVER_DOWNLOAD_BPS, None);
         // Segments from one second in, so the source is registered first.
         e.push(Time::from_millis(1000), Ev::Publish { seq: 0 });
@@ -608,9 +609,23 @@ impl Engine {
         let mut cfg = PeerConfig::new(id, addr_of(id), PeerRole::Viewer { channel: CHANNEL.into() });
         cfg.seed = self.scenario.seed ^ id.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
         cfg.upload_bps = up;
+        cfg.uplink_bps = Some(up);
         cfg.verifier = self.verifier.clone();
         self.counters.arrivals += 1;
-        self.add_node(id, Core::Peer(Box::new(Peer::new(cfg))), up as f64, down as f64, Some(viewer));
+        let mut peer = Peer::new(cfg);
+        // What the production driver's STUN exchange with the tracker would measure: the
+        // peer reports it, so the tracker's optimizer knows which pairs need the relay and
+        // its connections go through rendezvous as in production (the engine models the
+        // introduction's cost on the dial itself; see `dial`).
+        peer.set_nat(NatReport {
+            reachability: v.reach,
+            classified: true,
+            reflexive: addr_of(id),
+            local: addr_of(id),
+            port_step: 0,
+            next_port: addr_of(id).port(),
+        });
+        self.add_node(id, Core::Peer(Box::new(peer)), up as f64, down as f64, Some(viewer));
         let session = population::session_s(&self.scenario, &mut self.session_rngs[viewer as usize]);
         if let Some(session_s) = session {
             self.push(self.now + Duration::from_secs_f64(session_s), Ev::Depart { node: id });

@@ -266,7 +266,15 @@ impl Trees {
 
     /// Picks and links a parent for `node` in `stripe`: a member with a free slot at the
     /// lowest depth, uniformly at random among those, never a descendant; returns it.
-    pub fn assign(&mut self, node: NodeId, stripe: usize, rng: &mut impl Rng) -> Option<NodeId> {
+    /// Members `direct` accepts (those `node` reaches without the relay) come first at any
+    /// depth: the relay's capacity is shared by every pair that has no other way.
+    pub fn assign(
+        &mut self,
+        node: NodeId,
+        stripe: usize,
+        rng: &mut impl Rng,
+        direct: &dyn Fn(NodeId) -> bool,
+    ) -> Option<NodeId> {
         let me = self.members.get(&node)?;
         let eligible = |cand: NodeId| {
             cand != node
@@ -275,10 +283,12 @@ impl Trees {
                 && !self.is_ancestor(node, cand, stripe)
         };
         let mut parent = None;
-        for level in self.open[stripe].values() {
-            if let Some(&p) = level.sample(1, rng, eligible).first() {
-                parent = Some(p);
-                break;
+        'passes: for relay_ok in [false, true] {
+            for level in self.open[stripe].values() {
+                if let Some(&p) = level.sample(1, rng, |c| (relay_ok || direct(c)) && eligible(c)).first() {
+                    parent = Some(p);
+                    break 'passes;
+                }
             }
         }
         let parent = parent?;
@@ -327,12 +337,13 @@ impl Trees {
         orphans
     }
 
-    /// Gives `node` a parent in every stripe where it has none; true if anything changed.
-    pub fn fill(&mut self, node: NodeId, rng: &mut impl Rng) -> bool {
+    /// Gives `node` a parent in every stripe where it has none, preferring those `direct`
+    /// accepts (see [`Trees::assign`]); true if anything changed.
+    pub fn fill(&mut self, node: NodeId, rng: &mut impl Rng, direct: &dyn Fn(NodeId) -> bool) -> bool {
         let mut changed = false;
         for s in 0..self.stripes {
             let has = self.members.get(&node).is_some_and(|m| m.parents[s].is_some());
-            if !has && self.assign(node, s, rng).is_some() {
+            if !has && self.assign(node, s, rng, direct).is_some() {
                 changed = true;
             }
         }
@@ -384,7 +395,7 @@ mod tests {
         let mut t = Trees::new(src, 8, 4);
         for i in 2..60 {
             t.insert(NodeId(i), Member::new(8, 4));
-            t.fill(NodeId(i), &mut rng);
+            t.fill(NodeId(i), &mut rng, &|_| true);
             t.check().unwrap();
         }
         assert!(t.members[&src].used_slots() <= 8);
@@ -393,7 +404,7 @@ mod tests {
         for i in (2..60).step_by(3) {
             let orphans = t.remove(NodeId(i));
             for o in orphans {
-                t.fill(o, &mut rng);
+                t.fill(o, &mut rng, &|_| true);
             }
             t.check().unwrap();
         }

@@ -6,6 +6,7 @@ use crate::chandelier::Chandelier;
 use crate::rendezvous::Rendezvous;
 use meshtv_proto::media::ChannelDescriptor;
 use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
+use meshtv_proto::nat::Path;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -238,7 +239,7 @@ impl Tracker {
         let Some(source) = self.info(source) else { return };
         out.send(from, Msg::Welcome { descriptor, source, live_edge: None });
         if let Some(ch) = self.channels.get_mut(&channel) {
-            ch.trees.fill(from, &mut self.rng);
+            ch.trees.fill(from, &mut self.rng, &|p| self.rendezvous.path(from, p) == Path::Direct);
         }
         self.send_assignment(&channel, from, true, out);
     }
@@ -251,7 +252,15 @@ impl Tracker {
         let mut partners = Vec::new();
         if with_partners {
             let ok = |id: NodeId| id != node && id != ch.trees.source && !m.banned.contains(&id);
-            let pool = ch.trees.roster.sample(self.cfg.partners_per_peer, &mut self.rng, ok);
+            // Partners it reaches without the relay first; relayed ones only to make up
+            // the number.
+            let want = self.cfg.partners_per_peer;
+            let direct = |id: NodeId| ok(id) && self.rendezvous.path(node, id) == Path::Direct;
+            let mut pool = ch.trees.roster.sample(want, &mut self.rng, direct);
+            if pool.len() < want {
+                let more = ch.trees.roster.sample(want - pool.len(), &mut self.rng, |id| ok(id) && !pool.contains(&id));
+                pool.extend(more);
+            }
             partners = pool.into_iter().filter_map(|id| self.info(id)).collect();
         }
         out.send(node, Msg::Assign { parents, partners });
@@ -277,7 +286,7 @@ impl Tracker {
         let orphans = ch.trees.remove(node);
         for o in orphans {
             if let Some(ch) = self.channels.get_mut(&rec.channel) {
-                ch.trees.fill(o, &mut self.rng);
+                ch.trees.fill(o, &mut self.rng, &|p| self.rendezvous.path(o, p) == Path::Direct);
             }
             self.send_assignment(&rec.channel, o, false, out);
         }
@@ -294,7 +303,7 @@ impl Tracker {
                 ch.trees.link(from, s, None);
             }
         }
-        ch.trees.fill(from, &mut self.rng);
+        ch.trees.fill(from, &mut self.rng, &|p| self.rendezvous.path(from, p) == Path::Direct);
         self.send_assignment(&channel, from, false, out);
     }
 
@@ -357,7 +366,8 @@ impl Tracker {
                 .map(|(id, _)| *id)
                 .collect();
             for id in waiting {
-                let changed = self.channels.get_mut(&name).is_some_and(|ch| ch.trees.fill(id, &mut self.rng));
+                let direct = |p: NodeId| self.rendezvous.path(id, p) == Path::Direct;
+                let changed = self.channels.get_mut(&name).is_some_and(|ch| ch.trees.fill(id, &mut self.rng, &direct));
                 if changed {
                     self.send_assignment(&name, id, false, out);
                 }
