@@ -73,6 +73,10 @@ pub struct Peer {
     /// later than that: pulling what the parent is about to push wastes both uplinks.
     push_lag: Vec<Duration>,
     last_announce: Option<Time>,
+    /// Partners of the mesh (given by the tracker, or that chose us), as opposed to those
+    /// that are partners only while they are a parent: a replaced parent stops being one,
+    /// or every re-assignment would add a partner to announce to, for good.
+    mesh: BTreeSet<NodeId>,
 }
 
 /// Bits queued on an uplink that drains at a known rate: what a sender can estimate of its
@@ -119,6 +123,7 @@ impl Peer {
             source_dialed: false,
             push_lag: Vec::new(),
             last_announce: None,
+            mesh: BTreeSet::new(),
             headers_requested: BTreeMap::new(),
             pending: VecDeque::new(),
             banned: BTreeSet::new(),
@@ -422,6 +427,7 @@ impl Peer {
     /// Removes every trace of a peer's role as partner, parent or child.
     fn forget(&mut self, peer: NodeId) {
         self.partners.remove(&peer);
+        self.mesh.remove(&peer);
         self.children.remove(&peer);
         for p in self.parents.iter_mut() {
             if p.as_ref().is_some_and(|p| p.id == peer) {
@@ -493,16 +499,21 @@ impl Peer {
             }
             if new != 0 {
                 self.partners.entry(id).or_default();
+            } else if old != 0 && !self.mesh.contains(&id) {
+                self.partners.remove(&id);
             }
         }
         self.parents = parents;
         for p in partners {
-            if p.id == self.cfg.id || self.banned.contains(&p.id) || self.partners.contains_key(&p.id) {
+            if p.id == self.cfg.id || self.banned.contains(&p.id) || self.mesh.contains(&p.id) {
                 continue;
             }
-            self.traversal.connect(p.clone(), out);
+            if !self.partners.contains_key(&p.id) {
+                self.traversal.connect(p.clone(), out);
+            }
             out.send(p.id, Msg::Partner { channel });
-            self.partners.insert(p.id, PartnerView::default());
+            self.partners.entry(p.id).or_default();
+            self.mesh.insert(p.id);
         }
     }
 
@@ -801,8 +812,9 @@ impl Node for Peer {
                 }
             }
             Msg::Partner { channel } => {
-                if self.descriptor.as_ref().is_some_and(|d| d.id == channel) && !self.partners.contains_key(&from) {
-                    self.partners.insert(from, PartnerView::default());
+                if self.descriptor.as_ref().is_some_and(|d| d.id == channel) && !self.mesh.contains(&from) {
+                    self.mesh.insert(from);
+                    self.partners.entry(from).or_default();
                     let low = self.window_low();
                     for (&seq, slot) in self.buffer.range_from(low) {
                         out.send(from, Msg::Have { seq, pieces: slot.have.clone() });

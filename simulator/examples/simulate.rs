@@ -24,6 +24,23 @@ fn main() {
         }
     });
     let mut report = report;
+    for (name, p) in &report.policies {
+        // Savings per sample interval: how the swarm does after its start-up.
+        let line: Vec<String> = p
+            .series
+            .t_s
+            .iter()
+            .zip(&p.series.savings)
+            .map(|(t, s)| format!("{t:.0}:{}", s.map_or("-".into(), |s| format!("{:.3}", s))))
+            .collect();
+        eprintln!("{name} savings by interval: {}", line.join(" "));
+        let buffer: Vec<String> =
+            p.series.buffer_s.iter().map(|b| b.map_or("-".into(), |b| format!("{b:.1}"))).collect();
+        eprintln!("{name} mean buffer (s): {}", buffer.join(" "));
+        let stalled: Vec<String> =
+            p.series.stalled_share.iter().map(|b| b.map_or("-".into(), |b| format!("{b:.3}"))).collect();
+        eprintln!("{name} stalled share: {}", stalled.join(" "));
+    }
     for p in report.policies.values_mut() {
         p.series = Default::default();
         p.startup_cdf.clear();

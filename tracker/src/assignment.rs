@@ -85,6 +85,9 @@ impl IdSet {
 pub struct Member {
     /// Upload slots (one slot carries one stripe to one child).
     pub slots: u32,
+    /// The most slots it has been given so far: a steadier figure than `slots`, which
+    /// follows every measurement, for where it ranks among uploaders.
+    pub slots_shown: u32,
     /// Parent per stripe.
     pub parents: Vec<Option<NodeId>>,
     /// Children per stripe.
@@ -97,6 +100,7 @@ impl Member {
     pub fn new(slots: u32, stripes: usize) -> Member {
         Member {
             slots,
+            slots_shown: slots,
             parents: vec![None; stripes],
             children: vec![BTreeSet::new(); stripes],
             banned: BTreeSet::new(),
@@ -201,6 +205,7 @@ impl Trees {
     /// streams that may still flow.
     pub fn set_slots(&mut self, id: NodeId, slots: u32) {
         let Some(m) = self.members.get_mut(&id) else { return };
+        m.slots_shown = m.slots_shown.max(slots);
         if m.slots != slots {
             m.slots = slots;
             self.refresh_open_all(id);

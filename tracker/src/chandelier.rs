@@ -48,6 +48,7 @@ impl Chandelier {
                 NodeView {
                     key: id.0,
                     slots: m.slots,
+                    rank_slots: m.slots_shown,
                     reach: reach(id),
                     // Coordinates are not measured yet: every pair looks equally close.
                     coord_ms: (0.0, 0.0),

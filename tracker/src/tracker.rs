@@ -15,6 +15,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 const TICK: TimerId = TimerId(1);
+/// A viewer's uplink is offered as slots of this many times the stripe rate (in
+/// quarters): pieces then cross each hop faster than the stream runs, so a tree a few
+/// levels deep still delivers ahead of the playhead, and a child can catch up.
+const VIEWER_SLOT_QUARTERS: u64 = 5;
 
 pub struct TrackerConfig {
     pub seed: u64,
@@ -223,7 +227,11 @@ impl Tracker {
             out.send(from, Msg::Reject { reason: RejectReason::BadDescriptor("channel is full".into()) });
             return;
         }
-        let declared = if self.cfg.trees_among_viewers { Self::slots(&ch.descriptor, upload_bps) } else { 0 };
+        let declared = if self.cfg.trees_among_viewers {
+            Self::slots(&ch.descriptor, upload_bps.saturating_mul(4) / VIEWER_SLOT_QUARTERS)
+        } else {
+            0
+        };
         // Under the optimizer a newcomer offers only what it has shown it can upload;
         // the declared figure is a cap, never a promise.
         let capacity = match self.cfg.policy {

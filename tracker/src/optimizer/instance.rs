@@ -14,6 +14,10 @@ pub struct NodeView {
     pub key: u64,
     /// Upload slots from the measured capacity (one slot carries one stripe).
     pub slots: u32,
+    /// What it ranks by: the most slots it has shown. Ranks decide who may feed whom, so
+    /// they must not reshuffle with every measurement, or each solve would have to move
+    /// parents that work.
+    pub rank_slots: u32,
     pub reach: Reachability,
     /// Network coordinates (ms): the distance between two nodes estimates their RTT.
     pub coord_ms: (f64, f64),
@@ -61,7 +65,7 @@ impl Default for Weights {
             per_depth: 150,
             per_rtt_ms: 2,
             relayed: 300,
-            keep: 200,
+            keep: 500,
             candidates: 12,
             source_candidates_per_slot: 4,
         }
@@ -97,7 +101,7 @@ impl Swarm {
             .map(|stripe| {
                 let band = |slots: u32| slots.min(16) / 4;
                 let mut order: Vec<(u32, u64, u32)> = (1..self.nodes.len())
-                    .map(|i| (band(self.slots(i)), mix(self.nodes[i].key, stripe as u64), i as u32))
+                    .map(|i| (band(self.nodes[i].rank_slots), mix(self.nodes[i].key, stripe as u64), i as u32))
                     .collect();
                 order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                 let mut rank = vec![0u32; self.nodes.len()];
@@ -252,6 +256,7 @@ impl Swarm {
             nodes.push(NodeView {
                 key: i as u64,
                 slots: (upload_bps / stripe_bps) as u32,
+                rank_slots: (upload_bps / stripe_bps) as u32,
                 reach,
                 coord_ms: (rng.gen_range(0.0..100.0), rng.gen_range(0.0..100.0)),
                 parents: vec![None; stripes],
