@@ -33,6 +33,10 @@ pub struct PeerConfig {
     pub seed: u64,
     /// Complete segments needed before playback starts.
     pub start_segments: usize,
+    /// How long a joining viewer leaves its start segments to parents and partners before
+    /// the source fallback may bring them (see `source_fallback`: the source is asked once
+    /// less than that is left of the budget).
+    pub start_budget: Duration,
     /// Segments kept behind the playhead, to serve partners that are behind.
     pub keep_behind_segments: u64,
     /// How long a piece is left to its stripe parent's push before it is pulled.
@@ -77,6 +81,7 @@ impl PeerConfig {
             upload_bps: 10_000_000,
             seed: id.0,
             start_segments: 2,
+            start_budget: Duration::from_millis(2200),
             keep_behind_segments: 8,
             push_grace: Duration::from_millis(800),
             source_fallback: Duration::from_millis(1500),

@@ -766,6 +766,7 @@ fn segment_state_in(buffer: &Buffer, seq: u64) -> Option<SegmentState> {
 impl Node for Peer {
     fn on_start(&mut self, now: Time, out: &mut Outbox) {
         self.playback = Playback::new(now, self.cfg.start_segments);
+        self.playback.start_budget = self.cfg.start_budget;
         match &self.cfg.role {
             PeerRole::Source { descriptor, .. } => out.send(
                 NodeId::TRACKER,

@@ -25,6 +25,9 @@ pub struct Playback {
     pub start_seq: Option<u64>,
     /// Complete segments needed before playback starts.
     pub start_segments: usize,
+    /// Before playback, the start segments count as due this long after joining (not at
+    /// once): the swarm gets a moment to bring them before the source is asked.
+    pub start_budget: Duration,
     pub started_at: Option<Time>,
     /// The next segment to play and when it is due.
     pub next_seq: u64,
@@ -82,14 +85,15 @@ impl Playback {
     }
 
     /// The segment from which due times are counted, and its due time. Before playback
-    /// the segments it needs to start are all due now: nothing plays until they are in,
-    /// so they are as urgent as a stall.
+    /// the segments it needs to start are all due at the end of the start budget (or now,
+    /// once it is spent): nothing plays until they are in, so they are as urgent as a
+    /// stall.
     fn anchor(&self, now: Time, seq: u64) -> (Time, u64) {
         if self.started() {
             (self.next_due.max(self.stalled_since.map_or(Time::ZERO, |_| now)), self.next_seq)
         } else {
             let last_needed = self.start_seq.map_or(seq, |s| s + self.start_segments.max(1) as u64 - 1);
-            (now, last_needed.min(seq))
+            (now.max(self.joined_at + self.start_budget), last_needed.min(seq))
         }
     }
 

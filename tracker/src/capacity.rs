@@ -1,6 +1,8 @@
 //! Upload capacity as measured, not as declared.
 //!
-//! A peer starts with one upload slot. Each heartbeat tells the tracker how many bytes the
+//! A peer starts with the slots of one full copy (four, or fewer if it declares less):
+//! in a flash crowd every newcomer's stripes must find parents at once, and a peer that
+//! cannot carry them is found out within two judged windows. Each heartbeat tells the tracker how many bytes the
 //! peer uploaded since the last one; while the peer keeps up with the slots it was given
 //! and all of them are in use, its slot count doubles (slow start), then grows by one per
 //! round; when it falls short of what its children needed, the estimate drops to what it
@@ -19,6 +21,8 @@ const FALLING_BEHIND: f64 = 0.5;
 const WINDOW: std::time::Duration = std::time::Duration::from_secs(4);
 /// Slot counts double up to here, then grow by one per round.
 const SLOW_START_SLOTS_MAX: u32 = 8;
+/// Slots a newcomer starts with (if it declares that much).
+const INITIAL_SLOTS: u32 = 4;
 
 #[derive(Clone, Debug)]
 pub struct Capacity {
@@ -37,9 +41,16 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// A measured capacity, starting at one slot, never above `slots_cap`.
+    /// A measured capacity, starting at [`INITIAL_SLOTS`], never above `slots_cap`.
     pub fn new(slots_cap: u32) -> Capacity {
-        Capacity { slots: slots_cap.min(1), slots_cap, last: None, behind: 0, delivered_bps: 0.0, measured: true }
+        Capacity {
+            slots: slots_cap.min(INITIAL_SLOTS),
+            slots_cap,
+            last: None,
+            behind: 0,
+            delivered_bps: 0.0,
+            measured: true,
+        }
     }
 
     /// A fixed capacity: the source's (its operator chose how many copies it uploads),
@@ -122,13 +133,12 @@ mod tests {
     #[test]
     fn grows_while_keeping_up_and_falls_to_what_was_delivered() {
         let mut p = Probe { c: Capacity::new(40), t: Time::ZERO, bytes: 0 };
-        assert_eq!(p.c.slots, 1);
-        p.second(0, 1);
+        assert_eq!(p.c.slots, 4, "a newcomer starts with one copy's worth of slots");
+        p.second(0, 4);
         // Slow start while every slot is taken and the ones held all window were served:
         // one step per window.
-        assert_eq!(p.second(1, 1), 2);
-        let mut held = 1;
-        for want in [4, 8, 9, 10] {
+        let mut held = 4;
+        for want in [8, 9, 10] {
             // Every slot is taken at once; those held since the window began are served.
             let s = p.c.slots;
             assert_eq!(p.second(held, s), want);
@@ -150,8 +160,8 @@ mod tests {
         assert_eq!(p.second(0, 3), 1);
         // The declared cap bounds growth; a trusted capacity never moves.
         let mut small = Probe { c: Capacity::new(2), t: Time::ZERO, bytes: 0 };
-        small.second(0, 1);
-        assert_eq!(small.second(1, 1), 2);
+        assert_eq!(small.c.slots, 2);
+        small.second(0, 2);
         small.second(2, 2);
         assert_eq!(small.second(2, 2), 2);
         let mut fixed = Probe { c: Capacity::trusted(6), t: Time::ZERO, bytes: 0 };
