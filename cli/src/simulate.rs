@@ -21,7 +21,8 @@ pub struct Args {
     /// Simulated seconds (overrides the scenario's).
     #[arg(long)]
     pub duration: Option<f64>,
-    /// Policy: tree, origin-only or random-mesh (overrides the scenario's).
+    /// Policy: chandelier (the tracker's default), tree, origin-only or random-mesh (overrides
+    /// the scenario's).
     #[arg(long)]
     pub policy: Option<String>,
     /// Also run the two baselines (origin-only, random-mesh) from the same seed, side by side.
