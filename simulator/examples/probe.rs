@@ -19,9 +19,36 @@ fn main() {
     let mut e = Engine::new(&s, Policy::from_name(&s.policy).expect("policy"));
     let started = std::time::Instant::now();
     let mut t = 0.0;
+    let mut source_bytes = 0u64;
     while t < duration_s {
+        let before = t;
         t = (t + step_s).min(duration_s);
         e.run_until(Time::from_secs_f64(t), &mut |_| {});
+        // Swarm health: what the viewers' own stats say now.
+        let now = e.now();
+        let (mut n, mut playing, mut starving, mut buffer, mut partners, mut children) = (0, 0, 0, 0.0, 0, 0);
+        for (_, p) in e.viewers() {
+            let st = p.stats(now);
+            n += 1;
+            if st.startup_s.is_some() {
+                playing += 1;
+                buffer += st.buffer_s;
+                starving += (st.buffer_s < 0.5) as usize;
+            }
+            partners += st.partners;
+            children += st.children;
+        }
+        let per = |x: usize| x as f64 / n.max(1) as f64;
+        let src = e.counters.source_media_bytes - source_bytes;
+        source_bytes = e.counters.source_media_bytes;
+        eprintln!(
+            "  playing {playing}/{n}, buffer < 0.5 s {starving}, mean buffer {:.2} s, partners {:.1}, children {:.1}, \
+             source {:.0} Mbit/s",
+            buffer / playing.max(1) as f64,
+            per(partners),
+            per(children),
+            src as f64 * 8.0 / (t - before) / 1e6,
+        );
         let f = e.flows();
         let c = &e.counters;
         eprintln!(

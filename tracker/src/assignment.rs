@@ -394,6 +394,31 @@ mod tests {
     use rand::SeedableRng;
 
     #[test]
+    fn parents_reachable_without_the_relay_come_first_at_any_depth() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let src = NodeId(1);
+        // The source feeds one child per stripe: 2 sits at depth 1, 3 below it at depth 2.
+        let mut t = Trees::new(src, 1, 1);
+        t.insert(NodeId(2), Member::new(1, 1));
+        t.fill(NodeId(2), &mut rng, &|_| true);
+        t.insert(NodeId(3), Member::new(1, 1));
+        t.fill(NodeId(3), &mut rng, &|_| true);
+        assert_eq!(t.members[&NodeId(3)].parents[0], Some(NodeId(2)));
+        // 2 and 4 both have a free slot; 2 is shallower, but 4 is reachable directly.
+        t.insert(NodeId(4), Member::new(1, 1));
+        t.link(NodeId(4), 0, Some(NodeId(3)));
+        t.set_slots(NodeId(2), 2);
+        t.insert(NodeId(5), Member::new(0, 1));
+        t.fill(NodeId(5), &mut rng, &|p| p == NodeId(4) || p == src);
+        assert_eq!(t.members[&NodeId(5)].parents[0], Some(NodeId(4)), "the direct parent, though deeper");
+        // With no direct candidate left, the relayed one is better than none.
+        t.insert(NodeId(6), Member::new(0, 1));
+        t.fill(NodeId(6), &mut rng, &|_| false);
+        assert_eq!(t.members[&NodeId(6)].parents[0], Some(NodeId(2)));
+        t.check().unwrap();
+    }
+
+    #[test]
     fn trees_respect_slots_and_stay_acyclic_through_churn() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let src = NodeId(1);

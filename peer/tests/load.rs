@@ -1,0 +1,112 @@
+//! How a peer keeps its uplink and its partner list in bounds when a swarm is large: it
+//! declines pulls it could not answer in time, and a parent it no longer has stops being
+//! a partner it announces to.
+
+use meshtv_peer::{Peer, PeerConfig, PeerRole};
+use meshtv_proto::media::{ChannelDescriptor, Container};
+use meshtv_proto::msg::PeerInfo;
+use meshtv_proto::sign::Broadcaster;
+use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time};
+use std::net::SocketAddr;
+
+const PIECE_BYTES: u32 = 16 * 1024;
+
+fn descriptor(b: &Broadcaster) -> ChannelDescriptor {
+    ChannelDescriptor {
+        id: ChannelId::derive(&b.public_key(), "live"),
+        name: "live".into(),
+        broadcaster_key: b.public_key(),
+        container: Container::MpegTs,
+        live: true,
+        stripes: 4,
+        piece_bytes: PIECE_BYTES,
+        segment_duration_ms_target: 2000,
+        bitrate_bps: 400_000,
+    }
+}
+
+fn addr() -> SocketAddr {
+    "127.0.0.1:1".parse().unwrap()
+}
+
+/// A source holding segment 0 (8 pieces), with `uplink_bps` as its driver knows it.
+fn source(uplink_bps: Option<u64>) -> Peer {
+    let b = Broadcaster::from_seed(9);
+    let mut cfg =
+        PeerConfig::new(NodeId(1), addr(), PeerRole::Source { descriptor: descriptor(&b), secret: b.secret() });
+    cfg.uplink_bps = uplink_bps;
+    let mut p = Peer::new(cfg);
+    let mut out = Outbox::default();
+    p.on_start(Time::from_millis(1000), &mut out);
+    p.publish(Time::from_millis(2000), 0, 2000, &vec![7u8; 8 * PIECE_BYTES as usize], &mut out);
+    p
+}
+
+/// Asks `p` for every piece of segment 0 from three viewers at `now`: (answered, declined).
+fn ask_all(p: &mut Peer, now: Time) -> (usize, usize) {
+    let (mut answered, mut declined) = (0, 0);
+    for index in 0..8u16 {
+        for asker in 0..3 {
+            let mut out = Outbox::default();
+            p.on_message(now, NodeId(100 + asker), Msg::Request { seq: 0, index, urgent: true }, &mut out);
+            match out.sends.first().map(|(_, m)| m) {
+                Some(Msg::Piece { .. }) => answered += 1,
+                Some(Msg::NoPiece { .. }) => declined += 1,
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+    }
+    (answered, declined)
+}
+
+#[test]
+fn a_busy_uplink_declines_pulls_it_could_not_answer_in_time() {
+    // 1 Mbit/s and the default 1 s horizon: 1 Mbit may wait on the uplink, i.e. 8 pieces of
+    // 128 kbit (the 9th would make it 1.05 Mbit). The other 16 requests are declined at
+    // once, so their askers turn elsewhere instead of waiting for a late answer.
+    let mut p = source(Some(1_000_000));
+    let now = Time::from_millis(2000);
+    assert_eq!(ask_all(&mut p, now), (8, 16));
+    // Two seconds later the queue has drained: answered again.
+    let mut out = Outbox::default();
+    p.on_message(
+        now + std::time::Duration::from_secs(2),
+        NodeId(200),
+        Msg::Request { seq: 0, index: 0, urgent: true },
+        &mut out,
+    );
+    assert!(matches!(out.sends.first(), Some((_, Msg::Piece { .. }))));
+    // A driver that does not know its uplink answers everything, as before.
+    let mut open = source(None);
+    assert_eq!(ask_all(&mut open, now), (24, 0));
+}
+
+#[test]
+fn a_replaced_parent_stops_being_a_partner() {
+    let b = Broadcaster::from_seed(9);
+    let mut cfg = PeerConfig::new(NodeId(100), addr(), PeerRole::Viewer { channel: "live".into() });
+    cfg.upload_bps = 4_000_000;
+    let mut p = Peer::new(cfg);
+    let now = Time::from_millis(1000);
+    let mut out = Outbox::default();
+    p.on_start(now, &mut out);
+    let info = |id: u64| PeerInfo { id: NodeId(id), addr: addr() };
+    let source = info(1);
+    p.on_message(now, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(&b), source, live_edge: None }, &mut out);
+    // Parent 2 in every stripe, one mesh partner (3).
+    let assign = |parent: u64, partners: Vec<PeerInfo>| Msg::Assign { parents: vec![Some(info(parent)); 4], partners };
+    p.on_message(now, NodeId::TRACKER, assign(2, vec![info(3)]), &mut out);
+    assert_eq!(p.stats(now).partners, 2, "the parent and the mesh partner");
+    // The optimizer moves every stripe to parent 4: 2 is no longer a partner, 3 stays.
+    p.on_message(now, NodeId::TRACKER, assign(4, Vec::new()), &mut out);
+    assert_eq!(p.stats(now).partners, 2, "parent 4 and mesh partner 3, not parent 2");
+    // Five re-assignments later the list has not grown.
+    for parent in [5, 6, 7, 8, 9] {
+        p.on_message(now, NodeId::TRACKER, assign(parent, Vec::new()), &mut out);
+    }
+    assert_eq!(p.stats(now).partners, 2);
+    // A parent that is also a mesh partner stays one when it stops feeding us.
+    p.on_message(now, NodeId::TRACKER, assign(3, Vec::new()), &mut out);
+    p.on_message(now, NodeId::TRACKER, assign(10, Vec::new()), &mut out);
+    assert_eq!(p.stats(now).partners, 2, "parent 10 and mesh partner 3");
+}
