@@ -39,7 +39,8 @@ pub struct PeerConfig {
     pub start_budget: Duration,
     /// Segments kept behind the playhead, to serve partners that are behind.
     pub keep_behind_segments: u64,
-    /// How long a piece is left to its stripe parent's push before it is pulled.
+    /// The least time a piece is left to its stripe parent's push before it is pulled; a
+    /// parent whose pushes have lately come later is waited for that long (plus a margin).
     pub push_grace: Duration,
     /// A piece still missing this close to its deadline is fetched from the source.
     pub source_fallback: Duration,
