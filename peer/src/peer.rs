@@ -716,9 +716,8 @@ impl Peer {
                 if Some(node) == source {
                     self.stats.requests_to_source += 1;
                     self.source_outstanding += 1;
-                    let linked = self.partners.contains_key(&node)
-                        || self.parents.iter().any(|p| p.as_ref().is_some_and(|p| p.id == node));
-                    if !linked && !self.source_dialed {
+                    // Parents are partners too, so this covers a source that feeds us.
+                    if !self.partners.contains_key(&node) && !self.source_dialed {
                         if let Some(s) = self.source.clone() {
                             self.traversal.connect(s, out);
                             self.source_dialed = true;

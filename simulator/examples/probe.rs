@@ -2,21 +2,17 @@
 //! what the flow model has cost so far (for profiling; no report is written):
 //! `cargo run --release -p meshtv-simulator --example probe -- SCENARIO [POLICY] [PEERS] [DURATION_S] [STEP_S]`.
 
+mod common;
+
 use meshtv_proto::Time;
-use meshtv_simulator::{Engine, Policy, Scenario};
+use meshtv_simulator::Engine;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mut s = Scenario::load(args.get(1).map_or("small", String::as_str)).expect("scenario");
-    if let Some(p) = args.get(2) {
-        s.policy = p.clone();
-    }
-    if let Some(n) = args.get(3) {
-        s.peers = n.parse().expect("peers");
-    }
-    let duration_s: f64 = args.get(4).map_or(s.duration_s, |d| d.parse().expect("duration"));
+    let (s, policy) = common::scenario_from_args(&args);
+    let duration_s = s.duration_s;
     let step_s: f64 = args.get(5).map_or(10.0, |d| d.parse().expect("step"));
-    let mut e = Engine::new(&s, Policy::from_name(&s.policy).expect("policy"));
+    let mut e = Engine::new(&s, policy);
     let started = std::time::Instant::now();
     let mut t = 0.0;
     let mut source_bytes = 0u64;

@@ -1,21 +1,13 @@
 //! Runs a scenario without the CLI (quick to build, for profiling):
 //! `cargo run --release -p meshtv-simulator --example simulate -- SCENARIO [POLICY] [PEERS] [DURATION_S]`.
 
-use meshtv_simulator::{run, Policy, Scenario};
+mod common;
+
+use meshtv_simulator::run;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let mut s = Scenario::load(args.get(1).map_or("small", String::as_str)).expect("scenario");
-    if let Some(p) = args.get(2) {
-        s.policy = p.clone();
-    }
-    if let Some(n) = args.get(3) {
-        s.peers = n.parse().expect("peers");
-    }
-    if let Some(d) = args.get(4) {
-        s.duration_s = d.parse().expect("duration");
-    }
-    let policy = Policy::from_name(&s.policy).expect("policy");
+    let (s, policy) = common::scenario_from_args(&args);
     let mut last = 0.0;
     let report = run(&s, &[policy], &mut |_, p| {
         if p.sim_s - last >= 10.0 {

@@ -2,12 +2,12 @@
 //!
 //! A peer starts with the slots of one full copy (four, or fewer if it declares less):
 //! in a flash crowd every newcomer's stripes must find parents at once, and a peer that
-//! cannot carry them is found out within two judged windows. Each heartbeat tells the tracker how many bytes the
-//! peer uploaded since the last one; while the peer keeps up with the slots it was given
-//! and all of them are in use, its slot count doubles (slow start), then grows by one per
-//! round; when it falls short of what its children needed, the estimate drops to what it
-//! actually delivered. A declared figure only caps the estimate (a user may refuse to
-//! give more), it never raises it.
+//! cannot carry them is found out within two judged windows. Each heartbeat tells the
+//! tracker how many bytes the peer uploaded since the last one; while the peer keeps up
+//! with the slots it was given and all of them are in use, its slot count doubles (slow
+//! start), then grows by one per round; when it falls short of what its children needed,
+//! the estimate drops to what it actually delivered. A declared figure only caps the
+//! estimate (a user may refuse to give more), it never raises it.
 
 use meshtv_proto::Time;
 
