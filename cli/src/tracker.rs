@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let cfg = TrackerConfig { seed: rand::random(), ..TrackerConfig::default() };
+    let cfg = TrackerConfig { seed: rand::random(), relay_bps: args.relay_kbps * 1000, ..TrackerConfig::default() };
     let mut tracker = Tracker::new(cfg);
     tracker.rendezvous.relay = args.relay_kbps > 0;
     let core = Arc::new(Mutex::new(tracker));

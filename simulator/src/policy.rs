@@ -54,7 +54,7 @@ impl Policy {
     }
 
     pub fn tracker_config(self, s: &Scenario, seed: u64) -> TrackerConfig {
-        let mut cfg = TrackerConfig { seed, ..TrackerConfig::default() };
+        let mut cfg = TrackerConfig { seed, relay_bps: s.network.relay_upload_bps, ..TrackerConfig::default() };
         cfg.members_per_channel_max = cfg.members_per_channel_max.max(s.peers as usize + 1);
         if self != Policy::Chandelier {
             cfg.policy = TrackerPolicy::Tree;

@@ -272,13 +272,15 @@ impl Trees {
     /// Picks and links a parent for `node` in `stripe`: a member with a free slot at the
     /// lowest depth, uniformly at random among those, never a descendant; returns it.
     /// Members `direct` accepts (those `node` reaches without the relay) come first at any
-    /// depth: the relay's capacity is shared by every pair that has no other way.
+    /// depth: the relay's capacity is shared by every pair that has no other way. Others
+    /// are taken only with `relay_ok` (the relay has room for another tree edge).
     pub fn assign(
         &mut self,
         node: NodeId,
         stripe: usize,
         rng: &mut impl Rng,
         direct: &dyn Fn(NodeId) -> bool,
+        relay_ok: bool,
     ) -> Option<NodeId> {
         let me = self.members.get(&node)?;
         let eligible = |cand: NodeId| {
@@ -288,9 +290,10 @@ impl Trees {
                 && !self.is_ancestor(node, cand, stripe)
         };
         let mut parent = None;
-        'passes: for relay_ok in [false, true] {
+        let passes: &[bool] = if relay_ok { &[false, true] } else { &[false] };
+        'passes: for &relayed in passes {
             for level in self.open[stripe].values() {
-                if let Some(&p) = level.sample(1, rng, |c| (relay_ok || direct(c)) && eligible(c)).first() {
+                if let Some(&p) = level.sample(1, rng, |c| (relayed || direct(c)) && eligible(c)).first() {
                     parent = Some(p);
                     break 'passes;
                 }
@@ -344,11 +347,11 @@ impl Trees {
 
     /// Gives `node` a parent in every stripe where it has none, preferring those `direct`
     /// accepts (see [`Trees::assign`]); true if anything changed.
-    pub fn fill(&mut self, node: NodeId, rng: &mut impl Rng, direct: &dyn Fn(NodeId) -> bool) -> bool {
+    pub fn fill(&mut self, node: NodeId, rng: &mut impl Rng, direct: &dyn Fn(NodeId) -> bool, relay_ok: bool) -> bool {
         let mut changed = false;
         for s in 0..self.stripes {
             let has = self.members.get(&node).is_some_and(|m| m.parents[s].is_some());
-            if !has && self.assign(node, s, rng, direct).is_some() {
+            if !has && self.assign(node, s, rng, direct, relay_ok).is_some() {
                 changed = true;
             }
         }
@@ -400,20 +403,23 @@ mod tests {
         // The source feeds one child per stripe: 2 sits at depth 1, 3 below it at depth 2.
         let mut t = Trees::new(src, 1, 1);
         t.insert(NodeId(2), Member::new(1, 1));
-        t.fill(NodeId(2), &mut rng, &|_| true);
+        t.fill(NodeId(2), &mut rng, &|_| true, true);
         t.insert(NodeId(3), Member::new(1, 1));
-        t.fill(NodeId(3), &mut rng, &|_| true);
+        t.fill(NodeId(3), &mut rng, &|_| true, true);
         assert_eq!(t.members[&NodeId(3)].parents[0], Some(NodeId(2)));
         // 2 and 4 both have a free slot; 2 is shallower, but 4 is reachable directly.
         t.insert(NodeId(4), Member::new(1, 1));
         t.link(NodeId(4), 0, Some(NodeId(3)));
         t.set_slots(NodeId(2), 2);
         t.insert(NodeId(5), Member::new(0, 1));
-        t.fill(NodeId(5), &mut rng, &|p| p == NodeId(4) || p == src);
+        t.fill(NodeId(5), &mut rng, &|p| p == NodeId(4) || p == src, true);
         assert_eq!(t.members[&NodeId(5)].parents[0], Some(NodeId(4)), "the direct parent, though deeper");
-        // With no direct candidate left, the relayed one is better than none.
+        // With no direct candidate left and the relay full, none; with room, the relayed
+        // one is better than none.
         t.insert(NodeId(6), Member::new(0, 1));
-        t.fill(NodeId(6), &mut rng, &|_| false);
+        assert!(!t.fill(NodeId(6), &mut rng, &|_| false, false));
+        assert_eq!(t.members[&NodeId(6)].parents[0], None);
+        t.fill(NodeId(6), &mut rng, &|_| false, true);
         assert_eq!(t.members[&NodeId(6)].parents[0], Some(NodeId(2)));
         t.check().unwrap();
     }
@@ -425,7 +431,7 @@ mod tests {
         let mut t = Trees::new(src, 8, 4);
         for i in 2..60 {
             t.insert(NodeId(i), Member::new(8, 4));
-            t.fill(NodeId(i), &mut rng, &|_| true);
+            t.fill(NodeId(i), &mut rng, &|_| true, true);
             t.check().unwrap();
         }
         assert!(t.members[&src].used_slots() <= 8);
@@ -434,7 +440,7 @@ mod tests {
         for i in (2..60).step_by(3) {
             let orphans = t.remove(NodeId(i));
             for o in orphans {
-                t.fill(o, &mut rng, &|_| true);
+                t.fill(o, &mut rng, &|_| true, true);
             }
             t.check().unwrap();
         }

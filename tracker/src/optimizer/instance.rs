@@ -50,6 +50,9 @@ pub struct Weights {
     pub relayed: i64,
     /// For keeping the current parent.
     pub keep: i64,
+    /// Whether new pairings through the relay may be made: false once the relay carries
+    /// all the tree edges it has room for (those it carries may stay).
+    pub relay_new: bool,
     /// Candidate uploaders sampled per row, besides the source and the current parent.
     pub candidates: usize,
     /// Rows ranked within this many times the source's slot count get the source as a
@@ -66,6 +69,7 @@ impl Default for Weights {
             per_rtt_ms: 2,
             relayed: 300,
             keep: 500,
+            relay_new: true,
             candidates: 12,
             source_candidates_per_slot: 4,
         }
@@ -120,6 +124,7 @@ impl Swarm {
         }
         let relayed = match nat::traversal(r.reach, u.reach) {
             Path::Direct => false,
+            Path::Relay if !w.relay_new && r.parents[stripe] != Some(uploader as u32) => return None,
             Path::Relay => true,
             Path::None => return None,
         };
