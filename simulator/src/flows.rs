@@ -77,8 +77,7 @@ struct Resource {
     capacity_bps: f64,
     /// Every flow through it.
     flows: Vec<FlowId>,
-    // The group: flows bottlenecked here, all at `level_bps`.
-    level_bps: f64,
+    // The group: flows bottlenecked here, all at its level (kept in `Flows::levels`).
     members: u32,
     /// Bits each member has sent since the group formed, as of `clock_at`.
     clock_bits: f64,
@@ -92,7 +91,7 @@ struct Resource {
     // Flows through it bottlenecked elsewhere: the tight ones counted by group (their rate
     // is their group's level), and the loose ones.
     others: Vec<(ResId, u32)>,
-    loose_here: Vec<FlowId>,
+    loose_here: Vec<LooseHere>,
     /// Sum of the loose flows' ceilings here: kept within `limit() - others_bps`, so that
     /// the loose flows, each below its ceiling, cannot saturate the resource.
     ceilings_bps: f64,
@@ -103,7 +102,6 @@ impl Resource {
         Resource {
             capacity_bps,
             flows: Vec::new(),
-            level_bps: 0.0,
             members: 0,
             clock_bits: 0.0,
             clock_at: Time::ZERO,
@@ -119,6 +117,17 @@ impl Resource {
     fn limit(&self) -> f64 {
         self.capacity_bps * (1.0 - SATURATED_SHARE)
     }
+}
+
+/// A loose flow through a resource that is not its bottleneck, with what the hot loops
+/// over a resource's loose flows need (its group, for its rate, and its ceiling here), so
+/// that they read no `Flow`: at 10^4 nodes those are scattered cache misses.
+#[derive(Debug, Clone, Copy)]
+struct LooseHere {
+    flow: FlowId,
+    group: ResId,
+    /// Equal to the flow's `ceiling_bps` at this resource.
+    ceiling_bps: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -209,6 +218,9 @@ impl Ord for Level {
 #[derive(Debug, Default)]
 pub struct Flows {
     resources: Vec<Resource>,
+    /// Each group's level (the rate of its members), apart from the rest of `Resource`:
+    /// rates are read for flows all over the network, and this dense array stays in cache.
+    levels: Vec<f64>,
     flows: Vec<Flow>,
     free: Vec<FlowId>,
     scratch: Scratch,
@@ -222,6 +234,7 @@ impl Flows {
     pub fn add_resource(&mut self, capacity_bps: f64) -> ResId {
         assert!(capacity_bps > 0.0 && capacity_bps.is_finite(), "capacity must be positive");
         self.resources.push(Resource::new(capacity_bps));
+        self.levels.push(0.0);
         self.scratch.res_in.push(false);
         self.scratch.res_local.push(NONE);
         self.scratch.pulled.push(0);
@@ -233,12 +246,13 @@ impl Flows {
         assert!(self.resources[r as usize].flows.is_empty(), "resource still carries flows");
         assert!(capacity_bps > 0.0 && capacity_bps.is_finite(), "capacity must be positive");
         self.resources[r as usize] = Resource::new(capacity_bps);
+        self.levels[r as usize] = 0.0;
     }
 
     pub fn rate_bps(&self, f: FlowId) -> f64 {
         match self.flows[f as usize].bottleneck {
             NONE => 0.0,
-            b => self.resources[b as usize].level_bps,
+            b => self.levels[b as usize],
         }
     }
 
@@ -258,13 +272,13 @@ impl Flows {
 
     pub fn used_bps(&self, r: ResId) -> f64 {
         let res = &self.resources[r as usize];
-        let loose: f64 = res.loose_here.iter().map(|&h| self.rate_bps(h)).sum();
-        res.members as f64 * res.level_bps + self.others_bps(r) + loose
+        let loose: f64 = res.loose_here.iter().map(|h| self.levels[h.group as usize]).sum();
+        res.members as f64 * self.levels[r as usize] + self.others_bps(r) + loose
     }
 
     /// Use of the tight flows through `r` bottlenecked elsewhere.
     fn others_bps(&self, r: ResId) -> f64 {
-        self.resources[r as usize].others.iter().map(|&(g, n)| n as f64 * self.resources[g as usize].level_bps).sum()
+        self.resources[r as usize].others.iter().map(|&(g, n)| n as f64 * self.levels[g as usize]).sum()
     }
 
     /// A resource with loose flows is not saturated: their ceilings keep it below its
@@ -287,16 +301,17 @@ impl Flows {
     fn finish_at(&self, g: ResId, now: Time) -> Option<Time> {
         let res = &self.resources[g as usize];
         let &(Key(tag), _) = res.finish.first()?;
-        if res.level_bps <= 0.0 {
+        let level = self.levels[g as usize];
+        if level <= 0.0 {
             return None;
         }
-        let us = ((tag - res.clock_bits).max(0.0) / res.level_bps * 1e6).ceil();
+        let us = ((tag - res.clock_bits).max(0.0) / level * 1e6).ceil();
         Some(Time(res.clock_at.0.saturating_add(us as u64)).max(now))
     }
 
     fn clock_now(&self, g: ResId, now: Time) -> f64 {
         let res = &self.resources[g as usize];
-        res.clock_bits + res.level_bps * now.0.saturating_sub(res.clock_at.0) as f64 / 1e6
+        res.clock_bits + self.levels[g as usize] * now.0.saturating_sub(res.clock_at.0) as f64 / 1e6
     }
 
     /// Brings a group's clock up to `now` at its current level.
@@ -504,13 +519,13 @@ impl Flows {
             res.ceilings_bps -= ceiling;
         }
         let list = &mut res.loose_here;
-        debug_assert_eq!(list[pos], f);
+        debug_assert_eq!(list[pos].flow, f);
         list.swap_remove(pos);
         if list.is_empty() {
             res.ceilings_bps = 0.0;
         }
-        if let Some(&moved) = list.get(pos) {
-            let m = &mut self.flows[moved as usize];
+        if let Some(moved) = list.get(pos) {
+            let m = &mut self.flows[moved.flow as usize];
             let k2 = m.resources().iter().position(|&x| x as usize == r).expect("loose flow passes the resource");
             m.loose_pos[k2] = pos as u32;
         }
@@ -538,8 +553,9 @@ impl Flows {
         let share = slack / (2 * n) as f64;
         let mut i = 0;
         while i < self.resources[r as usize].loose_here.len() {
-            let h = self.resources[r as usize].loose_here[i];
+            let h = self.resources[r as usize].loose_here[i].flow;
             let rate = self.rate_bps(h);
+            self.resources[r as usize].loose_here[i].ceiling_bps = rate + share;
             let fl = &mut self.flows[h as usize];
             let k = fl.resources().iter().position(|&x| x == r).expect("loose flow passes the resource");
             fl.ceiling_bps[k] = rate + share;
@@ -559,10 +575,8 @@ impl Flows {
             i += 1;
         }
         let mut sum = 0.0;
-        for &h in &self.resources[r as usize].loose_here {
-            let fl = &self.flows[h as usize];
-            let k = fl.resources().iter().position(|&x| x == r).expect("loose flow passes the resource");
-            sum += fl.ceiling_bps[k];
+        for h in &self.resources[r as usize].loose_here {
+            sum += h.ceiling_bps;
         }
         self.resources[r as usize].ceilings_bps = sum;
     }
@@ -576,7 +590,7 @@ impl Flows {
             return;
         }
         let g = fl.bottleneck;
-        let rate = self.resources[g as usize].level_bps;
+        let rate = self.levels[g as usize];
         for &r in fl.resources() {
             if r != g && self.saturated(r) {
                 return;
@@ -603,7 +617,6 @@ impl Flows {
                 - rate;
             let res = &mut self.resources[r as usize];
             self.flows[f as usize].loose_pos[k] = res.loose_here.len() as u32;
-            res.loose_here.push(f);
             let ceiling = if free > res.capacity_bps * SATURATED_SHARE {
                 res.ceilings_bps += rate + free / 2.0;
                 rate + free / 2.0
@@ -612,6 +625,7 @@ impl Flows {
                 reshare[k] = r;
                 f64::INFINITY
             };
+            res.loose_here.push(LooseHere { flow: f, group: g, ceiling_bps: ceiling });
             self.flows[f as usize].ceiling_bps[k] = ceiling;
             headroom = headroom.min(ceiling);
         }
@@ -680,8 +694,8 @@ impl Flows {
         for &t in &res.tight {
             self.add_flow(t, s);
         }
-        for &h in &res.loose_here {
-            self.add_flow(h, s);
+        for h in &res.loose_here {
+            self.add_flow(h.flow, s);
         }
     }
 
@@ -796,7 +810,7 @@ impl Flows {
             let li = self.local(r, s);
             s.local_units[li].push(u);
             s.local_count[li] += m as f64;
-            s.local_inside[li] += m as f64 * res.level_bps;
+            s.local_inside[li] += m as f64 * self.levels[r as usize];
         }
         let units = s.unit_mult.len();
         s.unit_rate.resize(units, 0.0);
@@ -809,11 +823,9 @@ impl Flows {
             // by no more than its ceiling allows: it counts at its ceiling. Only if this
             // resource then binds is it taken into the set to be counted exactly.
             s.local_bound[li] = false;
-            for &h in &self.resources[r as usize].loose_here {
-                if s.res_in[self.flows[h as usize].bottleneck as usize] && !s.flow_in[h as usize] {
-                    let fl = &self.flows[h as usize];
-                    let k = fl.resources().iter().position(|&x| x == r).expect("loose flow passes the resource");
-                    outside += fl.ceiling_bps[k] - self.rate_bps(h);
+            for h in &self.resources[r as usize].loose_here {
+                if s.res_in[h.group as usize] && !s.flow_in[h.flow as usize] {
+                    outside += h.ceiling_bps - self.levels[h.group as usize];
                     s.local_bound[li] = true;
                 }
             }
@@ -881,9 +893,9 @@ impl Flows {
             let binds = s.local_rem[li] <= res.capacity_bps * SATURATED_SHARE || !s.local_level[li].is_nan();
             if !s.res_in[r as usize] && binds && s.local_bound[li] {
                 // It binds: its loose flows of recomputed groups are counted exactly.
-                for &h in &res.loose_here {
-                    if s.res_in[self.flows[h as usize].bottleneck as usize] {
-                        self.add_flow(h, s);
+                for h in &res.loose_here {
+                    if s.res_in[h.group as usize] {
+                        self.add_flow(h.flow, s);
                     }
                 }
             } else if !s.res_in[r as usize]
@@ -908,7 +920,7 @@ impl Flows {
             }
             // Flows bottlenecked elsewhere that the new level would overtake.
             for &(g, _) in &res.others {
-                if self.resources[g as usize].level_bps > level * (1.0 + LEVEL_TOLERANCE) {
+                if self.levels[g as usize] > level * (1.0 + LEVEL_TOLERANCE) {
                     for &f in &res.flows {
                         let fl = &self.flows[f as usize];
                         if fl.bottleneck == g && !fl.loose && !s.flow_in[f as usize] {
@@ -944,9 +956,8 @@ impl Flows {
             let r = s.set_res[i];
             let li = s.res_local[r as usize];
             let level = if li == NONE { f64::NAN } else { s.local_level[li as usize] };
-            let res = &mut self.resources[r as usize];
-            res.level_bps = if level.is_nan() { 0.0 } else { level };
-            debug_assert!(res.members == 0 || !level.is_nan(), "a group with members froze");
+            self.levels[r as usize] = if level.is_nan() { 0.0 } else { level };
+            debug_assert!(self.resources[r as usize].members == 0 || !level.is_nan(), "a group with members froze");
         }
         for li in 0..s.local_res.len() {
             let r = s.local_res[li];
@@ -954,7 +965,7 @@ impl Flows {
                 // A border resource that became some flow's bottleneck: a new group.
                 self.advance(r, now);
                 debug_assert_eq!(self.resources[r as usize].members, 0);
-                self.resources[r as usize].level_bps = s.local_level[li];
+                self.levels[r as usize] = s.local_level[li];
             }
         }
         for k in 0..s.set_flows.len() {
@@ -1055,7 +1066,7 @@ impl Flows {
                 .copied()
                 .filter(|&f| self.flows[f as usize].bottleneck != r && self.flows[f as usize].loose)
                 .collect();
-            let mut listed = res.loose_here.clone();
+            let mut listed: Vec<FlowId> = res.loose_here.iter().map(|h| h.flow).collect();
             loose_here.sort_unstable();
             listed.sort_unstable();
             assert_eq!(loose_here, listed, "resource {r}: loose flows");
@@ -1065,9 +1076,11 @@ impl Flows {
                 let ceilings: f64 = res
                     .loose_here
                     .iter()
-                    .map(|&h| {
-                        let fl = &self.flows[h as usize];
+                    .map(|h| {
+                        let fl = &self.flows[h.flow as usize];
                         let k = fl.resources().iter().position(|&x| x == r).unwrap();
+                        assert_eq!(h.group, fl.bottleneck, "resource {r}: loose flow's group");
+                        assert_eq!(h.ceiling_bps, fl.ceiling_bps[k], "resource {r}: loose flow's ceiling");
                         fl.ceiling_bps[k]
                     })
                     .sum();
