@@ -186,6 +186,8 @@ struct Scratch {
     local_single: Vec<u32>,
     local_units: Vec<Vec<u32>>,
     local_level: Vec<f64>,
+    /// A level at or below which the heap holds an entry of the resource (see `fill`).
+    local_queued: Vec<f64>,
     /// The resource counts loose flows of recomputed groups at their ceilings.
     local_bound: Vec<bool>,
     // Per unit: the set's flows one by one, then one aggregate per set resource.
@@ -758,6 +760,7 @@ impl Flows {
         s.local_inside.push(0.0);
         s.local_single.push(0);
         s.local_level.push(f64::NAN);
+        s.local_queued.push(f64::NAN);
         s.local_bound.push(false);
         if s.local_units.len() < s.local_res.len() {
             s.local_units.push(Vec::new());
@@ -779,6 +782,7 @@ impl Flows {
         s.local_inside.clear();
         s.local_single.clear();
         s.local_level.clear();
+        s.local_queued.clear();
         s.local_bound.clear();
         s.unit_mult.clear();
         s.unit_rate.clear();
@@ -836,11 +840,20 @@ impl Flows {
         // levels (stale entries skipped) makes a filling O(units log units).
         // Built in one O(n) heapify, and left as soon as every unit is frozen: most border
         // resources never bind, and their entries need not be popped one by one.
+        // A resource's level only rises as units through it freeze (they freeze at the
+        // lowest level, at most its own), up to float rounding: so a new entry is pushed
+        // only when it is below one the heap already holds for it (`local_queued`), and a
+        // stale entry, once popped, is pushed again at the resource's current level. Each
+        // resource keeps an entry at or below its level, so they are processed in the same
+        // order as with an entry pushed for every change, with a fraction of the pushes
+        // and pops (a hub's upload would otherwise get one per flow frozen elsewhere).
         let mut levels = std::mem::take(&mut s.heap).into_vec();
         levels.clear();
         for li in 0..s.local_res.len() {
             if s.local_count[li] > 0.0 {
-                levels.push(Reverse(Level(s.local_rem[li] / s.local_count[li], li as u32)));
+                let at = s.local_rem[li] / s.local_count[li];
+                s.local_queued[li] = at;
+                levels.push(Reverse(Level(at, li as u32)));
             }
         }
         s.heap = BinaryHeap::from(levels);
@@ -851,7 +864,13 @@ impl Flows {
             let Some(Reverse(Level(at, li))) = s.heap.pop() else { break };
             let li = li as usize;
             let n = s.local_count[li];
-            if n <= 0.0 || at != s.local_rem[li] / n {
+            if n <= 0.0 {
+                continue;
+            }
+            let now_at = s.local_rem[li] / n;
+            if at != now_at {
+                s.local_queued[li] = now_at;
+                s.heap.push(Reverse(Level(now_at, li as u32)));
                 continue;
             }
             level = level.max(at).max(0.0);
@@ -876,7 +895,11 @@ impl Flows {
                     s.local_rem[lj] -= level * m;
                     s.local_count[lj] -= m;
                     if lj != li && s.local_count[lj] > 0.0 {
-                        s.heap.push(Reverse(Level(s.local_rem[lj] / s.local_count[lj], lj as u32)));
+                        let at = s.local_rem[lj] / s.local_count[lj];
+                        if at.total_cmp(&s.local_queued[lj]) == Ordering::Less {
+                            s.local_queued[lj] = at;
+                            s.heap.push(Reverse(Level(at, lj as u32)));
+                        }
                     }
                 }
             }
