@@ -178,26 +178,50 @@ struct Scratch {
     set_res: Vec<ResId>,
     queue: Vec<ResId>,
     new_flow: Option<(FlowId, f64)>,
-    // Per local resource.
-    local_res: Vec<ResId>,
-    local_rem: Vec<f64>,
-    local_count: Vec<f64>,
-    local_inside: Vec<f64>,
-    local_single: Vec<u32>,
-    local_units: Vec<Vec<u32>>,
-    local_level: Vec<f64>,
-    /// A level at or below which the heap holds an entry of the resource (see `fill`).
-    local_queued: Vec<f64>,
-    /// The resource counts loose flows of recomputed groups at their ceilings.
-    local_bound: Vec<bool>,
-    // Per unit: the set's flows one by one, then one aggregate per set resource.
-    unit_mult: Vec<f64>,
-    unit_rate: Vec<f64>,
-    unit_frozen: Vec<bool>,
-    unit_at: Vec<u32>,
+    /// The resources of a filling, by local index.
+    locals: Vec<Local>,
+    /// The units through each local resource, one slice each (`Local::units_at`): one flat
+    /// array, filled in two passes, rather than a vector per resource, which cost a cache
+    /// miss per push in a large update.
+    unit_list: Vec<u32>,
+    /// The set's flows one by one, then one aggregate per set resource.
+    units: Vec<Unit>,
     agg_res: Vec<ResId>,
     remaining: Vec<f64>,
     heap: BinaryHeap<Reverse<Level>>,
+}
+
+/// A resource taking part in a filling (all of one in a struct: a filling touches them
+/// together).
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    res: ResId,
+    /// Capacity left for its unfrozen units.
+    rem: f64,
+    /// Its unfrozen units, by multiplicity.
+    count: f64,
+    /// Use by the set's units at their old rates.
+    inside: f64,
+    /// The set's flows through it.
+    single: u32,
+    /// The level at which it froze units; NaN if it froze none.
+    level: f64,
+    /// A level at or below which the heap holds an entry of it (see `fill`).
+    queued: f64,
+    /// It counts loose flows of recomputed groups at their ceilings.
+    bound: bool,
+    /// Its units: `unit_list[units_at..units_at + units_len]`.
+    units_at: u32,
+    units_len: u32,
+}
+
+/// A unit of a filling: a flow of the set, or a group's loose members together.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    mult: f64,
+    frozen: bool,
+    /// Local index of the resource that froze it.
+    at: u32,
 }
 
 /// A saturation level of a local resource, ordered by level then index (total order, so
@@ -732,11 +756,10 @@ impl Flows {
             s.res_in[r as usize] = false;
             s.pulled[r as usize] = 0;
         }
-        for (li, &r) in s.local_res.iter().enumerate() {
-            s.res_local[r as usize] = NONE;
-            s.local_units[li].clear();
+        for l in &s.locals {
+            s.res_local[l.res as usize] = NONE;
         }
-        s.local_res.clear();
+        s.locals.clear();
         self.scratch = s;
     }
 
@@ -752,19 +775,20 @@ impl Flows {
         if li != NONE {
             return li as usize;
         }
-        let li = s.local_res.len();
+        let li = s.locals.len();
         s.res_local[r as usize] = li as u32;
-        s.local_res.push(r);
-        s.local_rem.push(0.0);
-        s.local_count.push(0.0);
-        s.local_inside.push(0.0);
-        s.local_single.push(0);
-        s.local_level.push(f64::NAN);
-        s.local_queued.push(f64::NAN);
-        s.local_bound.push(false);
-        if s.local_units.len() < s.local_res.len() {
-            s.local_units.push(Vec::new());
-        }
+        s.locals.push(Local {
+            res: r,
+            rem: 0.0,
+            count: 0.0,
+            inside: 0.0,
+            single: 0,
+            level: f64::NAN,
+            queued: f64::NAN,
+            bound: false,
+            units_at: 0,
+            units_len: 0,
+        });
         li
     }
 
@@ -772,35 +796,26 @@ impl Flows {
     /// resource runs out, freeze the units through it, repeat. Resources outside the set
     /// count with what the flows outside leave of them.
     fn fill(&self, s: &mut Scratch) {
-        for (li, &r) in s.local_res.iter().enumerate() {
-            s.res_local[r as usize] = NONE;
-            s.local_units[li].clear();
+        for l in &s.locals {
+            s.res_local[l.res as usize] = NONE;
         }
-        s.local_res.clear();
-        s.local_rem.clear();
-        s.local_count.clear();
-        s.local_inside.clear();
-        s.local_single.clear();
-        s.local_level.clear();
-        s.local_queued.clear();
-        s.local_bound.clear();
-        s.unit_mult.clear();
-        s.unit_rate.clear();
-        s.unit_frozen.clear();
-        s.unit_at.clear();
+        s.locals.clear();
+        s.units.clear();
         s.agg_res.clear();
         for k in 0..s.set_flows.len() {
             let f = s.set_flows[k];
             let old = self.rate_bps(f);
-            s.unit_mult.push(1.0);
+            s.units.push(Unit { mult: 1.0, frozen: false, at: NONE });
             for &r in self.flows[f as usize].resources() {
                 let li = self.local(r, s);
-                s.local_units[li].push(k as u32);
-                s.local_count[li] += 1.0;
-                s.local_single[li] += 1;
-                s.local_inside[li] += old;
+                let l = &mut s.locals[li];
+                l.units_len += 1;
+                l.count += 1.0;
+                l.single += 1;
+                l.inside += old;
             }
         }
+        let n_single = s.set_flows.len();
         for i in 0..s.set_res.len() {
             let r = s.set_res[i];
             let res = &self.resources[r as usize];
@@ -808,32 +823,49 @@ impl Flows {
             if m == 0 {
                 continue;
             }
-            let u = s.unit_mult.len() as u32;
-            s.unit_mult.push(m as f64);
+            s.units.push(Unit { mult: m as f64, frozen: false, at: NONE });
             s.agg_res.push(r);
             let li = self.local(r, s);
-            s.local_units[li].push(u);
-            s.local_count[li] += m as f64;
-            s.local_inside[li] += m as f64 * self.levels[r as usize];
+            let l = &mut s.locals[li];
+            l.units_len += 1;
+            l.count += m as f64;
+            l.inside += m as f64 * self.levels[r as usize];
         }
-        let units = s.unit_mult.len();
-        s.unit_rate.resize(units, 0.0);
-        s.unit_frozen.resize(units, false);
-        s.unit_at.resize(units, NONE);
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
-            let mut outside = (self.used_bps(r) - s.local_inside[li]).max(0.0);
+        // Each resource's units, in unit order.
+        let mut at = 0;
+        for l in &mut s.locals {
+            l.units_at = at;
+            at += l.units_len;
+            l.units_len = 0;
+        }
+        s.unit_list.clear();
+        s.unit_list.resize(at as usize, 0);
+        for u in 0..s.units.len() {
+            let through: &[ResId] = if u < n_single {
+                self.flows[s.set_flows[u] as usize].resources()
+            } else {
+                std::slice::from_ref(&s.agg_res[u - n_single])
+            };
+            for &r in through {
+                let l = &mut s.locals[s.res_local[r as usize] as usize];
+                s.unit_list[(l.units_at + l.units_len) as usize] = u as u32;
+                l.units_len += 1;
+            }
+        }
+        for l in &mut s.locals {
+            let r = l.res;
+            let mut outside = (self.used_bps(r) - l.inside).max(0.0);
             // A loose flow here whose group is recomputed as one unit changes rate too, but
             // by no more than its ceiling allows: it counts at its ceiling. Only if this
             // resource then binds is it taken into the set to be counted exactly.
-            s.local_bound[li] = false;
+            l.bound = false;
             for h in &self.resources[r as usize].loose_here {
                 if s.res_in[h.group as usize] && !s.flow_in[h.flow as usize] {
                     outside += h.ceiling_bps - self.levels[h.group as usize];
-                    s.local_bound[li] = true;
+                    l.bound = true;
                 }
             }
-            s.local_rem[li] = (self.resources[r as usize].capacity_bps - outside).max(0.0);
+            l.rem = (self.resources[r as usize].capacity_bps - outside).max(0.0);
         }
         // Every unfrozen unit runs at the common level; resource `li` runs out when the
         // level reaches its remaining capacity over its unfrozen flows. A heap of those
@@ -842,49 +874,50 @@ impl Flows {
         // resources never bind, and their entries need not be popped one by one.
         // A resource's level only rises as units through it freeze (they freeze at the
         // lowest level, at most its own), up to float rounding: so a new entry is pushed
-        // only when it is below one the heap already holds for it (`local_queued`), and a
+        // only when it is below one the heap already holds for it (`Local::queued`), and a
         // stale entry, once popped, is pushed again at the resource's current level. Each
         // resource keeps an entry at or below its level, so they are processed in the same
         // order as with an entry pushed for every change, with a fraction of the pushes
         // and pops (a hub's upload would otherwise get one per flow frozen elsewhere).
         let mut levels = std::mem::take(&mut s.heap).into_vec();
         levels.clear();
-        for li in 0..s.local_res.len() {
-            if s.local_count[li] > 0.0 {
-                let at = s.local_rem[li] / s.local_count[li];
-                s.local_queued[li] = at;
+        for (li, l) in s.locals.iter_mut().enumerate() {
+            if l.count > 0.0 {
+                let at = l.rem / l.count;
+                l.queued = at;
                 levels.push(Reverse(Level(at, li as u32)));
             }
         }
         s.heap = BinaryHeap::from(levels);
-        let n_single = s.set_flows.len();
-        let mut unfrozen = s.unit_mult.len();
+        let mut unfrozen = s.units.len();
         let mut level = 0.0f64;
         while unfrozen > 0 {
             let Some(Reverse(Level(at, li))) = s.heap.pop() else { break };
             let li = li as usize;
-            let n = s.local_count[li];
+            let l = &mut s.locals[li];
+            let n = l.count;
             if n <= 0.0 {
                 continue;
             }
-            let now_at = s.local_rem[li] / n;
+            let now_at = l.rem / n;
             if at != now_at {
-                s.local_queued[li] = now_at;
+                l.queued = now_at;
                 s.heap.push(Reverse(Level(now_at, li as u32)));
                 continue;
             }
             level = level.max(at).max(0.0);
-            s.local_level[li] = level;
-            for j in 0..s.local_units[li].len() {
-                let u = s.local_units[li][j] as usize;
-                if s.unit_frozen[u] {
+            l.level = level;
+            let (from, to) = (l.units_at as usize, (l.units_at + l.units_len) as usize);
+            for j in from..to {
+                let u = s.unit_list[j] as usize;
+                let unit = &mut s.units[u];
+                if unit.frozen {
                     continue;
                 }
-                s.unit_frozen[u] = true;
+                unit.frozen = true;
+                unit.at = li as u32;
                 unfrozen -= 1;
-                s.unit_rate[u] = level;
-                s.unit_at[u] = li as u32;
-                let m = s.unit_mult[u];
+                let m = unit.mult;
                 let through: &[ResId] = if u < n_single {
                     self.flows[s.set_flows[u] as usize].resources()
                 } else {
@@ -892,12 +925,13 @@ impl Flows {
                 };
                 for &r in through {
                     let lj = s.res_local[r as usize] as usize;
-                    s.local_rem[lj] -= level * m;
-                    s.local_count[lj] -= m;
-                    if lj != li && s.local_count[lj] > 0.0 {
-                        let at = s.local_rem[lj] / s.local_count[lj];
-                        if at.total_cmp(&s.local_queued[lj]) == Ordering::Less {
-                            s.local_queued[lj] = at;
+                    let l = &mut s.locals[lj];
+                    l.rem -= level * m;
+                    l.count -= m;
+                    if lj != li && l.count > 0.0 {
+                        let at = l.rem / l.count;
+                        if at.total_cmp(&l.queued) == Ordering::Less {
+                            l.queued = at;
                             s.heap.push(Reverse(Level(at, lj as u32)));
                         }
                     }
@@ -910,11 +944,12 @@ impl Flows {
     /// Returns whether it grew.
     fn grow(&self, s: &mut Scratch) -> bool {
         let before = (s.set_flows.len(), s.set_res.len());
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
+        for li in 0..s.locals.len() {
+            let l = s.locals[li];
+            let r = l.res;
             let res = &self.resources[r as usize];
-            let binds = s.local_rem[li] <= res.capacity_bps * SATURATED_SHARE || !s.local_level[li].is_nan();
-            if !s.res_in[r as usize] && binds && s.local_bound[li] {
+            let binds = l.rem <= res.capacity_bps * SATURATED_SHARE || !l.level.is_nan();
+            if !s.res_in[r as usize] && binds && l.bound {
                 // It binds: its loose flows of recomputed groups are counted exactly.
                 for h in &res.loose_here {
                     if s.res_in[h.group as usize] {
@@ -922,13 +957,13 @@ impl Flows {
                     }
                 }
             } else if !s.res_in[r as usize]
-                && s.local_rem[li] <= res.capacity_bps * SATURATED_SHARE
-                && res.flows.len() > s.local_single[li] as usize
+                && l.rem <= res.capacity_bps * SATURATED_SHARE
+                && res.flows.len() > l.single as usize
             {
                 // A border resource the new rates saturate couples flows outside the set.
                 self.add_res(r, s);
             }
-            let level = s.local_level[li];
+            let level = l.level;
             if !s.res_in[r as usize] || level.is_nan() {
                 continue;
             }
@@ -967,7 +1002,7 @@ impl Flows {
         for k in 0..s.set_flows.len() {
             let f = s.set_flows[k];
             let fl = &self.flows[f as usize];
-            let g = s.local_res[s.unit_at[k] as usize];
+            let g = s.locals[s.units[k].at as usize].res;
             let rem = match s.new_flow {
                 Some((n, bits)) if n == f => bits,
                 _ if fl.bottleneck == g && !fl.loose => f64::NAN,
@@ -978,22 +1013,22 @@ impl Flows {
         for i in 0..s.set_res.len() {
             let r = s.set_res[i];
             let li = s.res_local[r as usize];
-            let level = if li == NONE { f64::NAN } else { s.local_level[li as usize] };
+            let level = if li == NONE { f64::NAN } else { s.locals[li as usize].level };
             self.levels[r as usize] = if level.is_nan() { 0.0 } else { level };
             debug_assert!(self.resources[r as usize].members == 0 || !level.is_nan(), "a group with members froze");
         }
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
-            if !s.res_in[r as usize] && !s.local_level[li].is_nan() {
+        for l in &s.locals {
+            let r = l.res;
+            if !s.res_in[r as usize] && !l.level.is_nan() {
                 // A border resource that became some flow's bottleneck: a new group.
                 self.advance(r, now);
                 debug_assert_eq!(self.resources[r as usize].members, 0);
-                self.levels[r as usize] = s.local_level[li];
+                self.levels[r as usize] = l.level;
             }
         }
         for k in 0..s.set_flows.len() {
             if !s.remaining[k].is_nan() {
-                let g = s.local_res[s.unit_at[k] as usize];
+                let g = s.locals[s.units[k].at as usize].res;
                 self.attach_tight(s.set_flows[k], g, s.remaining[k], now);
             }
         }
@@ -1002,8 +1037,8 @@ impl Flows {
         }
         // The use of the local resources changed: where their loose flows' ceilings no
         // longer fit, the slack is shared again.
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
+        for li in 0..s.locals.len() {
+            let r = s.locals[li].res;
             let res = &self.resources[r as usize];
             if !res.loose_here.is_empty() && self.others_bps(r) + res.ceilings_bps > res.limit() {
                 self.share_slack(r);
@@ -1013,9 +1048,9 @@ impl Flows {
             let g = s.set_res[i];
             changed.push(Rescheduled { group: g, finish_at: self.finish_at(g, now) });
         }
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
-            if !s.res_in[r as usize] && !s.local_level[li].is_nan() {
+        for l in &s.locals {
+            let r = l.res;
+            if !s.res_in[r as usize] && !l.level.is_nan() {
                 changed.push(Rescheduled { group: r, finish_at: self.finish_at(r, now) });
             }
         }
