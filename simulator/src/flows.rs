@@ -37,6 +37,7 @@
 
 use meshtv_proto::Time;
 use std::cmp::{Ordering, Reverse};
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeSet, BinaryHeap};
 
 /// Index of a resource (a node's upload or download, or a relay); also names the group
@@ -901,20 +902,22 @@ impl Flows {
         let mut unfrozen = s.units.len();
         let mut level = 0.0f64;
         while unfrozen > 0 {
-            let Some(Reverse(top)) = s.heap.pop() else { break };
-            let (at, li) = (top.at(), top.li());
-            let li = li as usize;
+            let Some(mut top) = s.heap.peek_mut() else { break };
+            let (at, li) = (top.0.at(), top.0.li() as usize);
             let l = &mut s.locals[li];
             let n = l.count;
             if n <= 0.0 {
+                PeekMut::pop(top);
                 continue;
             }
             let now_at = l.rem / n;
             if at != now_at {
+                // Stale: moved down in place, one sift instead of a pop and a push.
                 l.queued = now_at;
-                s.heap.push(Reverse(Level::new(now_at, li as u32)));
+                *top = Reverse(Level::new(now_at, li as u32));
                 continue;
             }
+            PeekMut::pop(top);
             level = level.max(at).max(0.0);
             l.level = level;
             let (from, to) = (l.units_at as usize, (l.units_at + l.units_len) as usize);
