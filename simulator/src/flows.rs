@@ -311,9 +311,13 @@ impl Flows {
     }
 
     pub fn used_bps(&self, r: ResId) -> f64 {
-        let res = &self.resources[r as usize];
-        let loose: f64 = res.loose_here.iter().map(|h| self.levels[h.group as usize]).sum();
-        res.members as f64 * self.levels[r as usize] + self.others_bps(r) + loose
+        let loose: f64 = self.resources[r as usize].loose_here.iter().map(|h| self.levels[h.group as usize]).sum();
+        self.used_with_loose(r, loose)
+    }
+
+    /// `used_bps` given the sum of the rates of the loose flows through `r`, in their order.
+    fn used_with_loose(&self, r: ResId, loose: f64) -> f64 {
+        self.resources[r as usize].members as f64 * self.levels[r as usize] + self.others_bps(r) + loose
     }
 
     /// Use of the tight flows through `r` bottlenecked elsewhere.
@@ -868,15 +872,27 @@ impl Flows {
         }
         for l in &mut s.locals {
             let r = l.res;
-            let mut outside = (self.used_bps(r) - l.inside).max(0.0);
+            let loose_here = &self.resources[r as usize].loose_here;
+            // `used_bps`, its loose flows' rates summed in the same pass (and order) that
+            // looks for those counted at their ceilings below.
+            let mut bound = false;
+            let loose: f64 = loose_here
+                .iter()
+                .map(|h| {
+                    bound |= s.res_in[h.group as usize] && !s.flow_in[h.flow as usize];
+                    self.levels[h.group as usize]
+                })
+                .sum();
+            let mut outside = (self.used_with_loose(r, loose) - l.inside).max(0.0);
             // A loose flow here whose group is recomputed as one unit changes rate too, but
             // by no more than its ceiling allows: it counts at its ceiling. Only if this
             // resource then binds is it taken into the set to be counted exactly.
-            l.bound = false;
-            for h in &self.resources[r as usize].loose_here {
-                if s.res_in[h.group as usize] && !s.flow_in[h.flow as usize] {
-                    outside += h.ceiling_bps - self.levels[h.group as usize];
-                    l.bound = true;
+            l.bound = bound;
+            if bound {
+                for h in loose_here {
+                    if s.res_in[h.group as usize] && !s.flow_in[h.flow as usize] {
+                        outside += h.ceiling_bps - self.levels[h.group as usize];
+                    }
                 }
             }
             l.rem = (self.resources[r as usize].capacity_bps - outside).max(0.0);
