@@ -37,6 +37,7 @@
 
 use meshtv_proto::Time;
 use std::cmp::{Ordering, Reverse};
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BTreeSet, BinaryHeap};
 
 /// Index of a resource (a node's upload or download, or a relay); also names the group
@@ -72,14 +73,26 @@ impl Ord for Key {
     }
 }
 
+/// Laid out by hand, each on a cache line of its own: what `saturated`, `used_bps` and a
+/// filling read of the resources met in an update (most of them cache misses at 10^4
+/// nodes) is in its first line.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 struct Resource {
     capacity_bps: f64,
+    // The group: flows bottlenecked here, all at its level (kept in `Flows::levels`).
+    members: u32,
+    loose_here: Vec<LooseHere>,
+    // Flows through it bottlenecked elsewhere: the tight ones counted by group (their rate
+    // is their group's level), and the loose ones.
+    others: Vec<(ResId, u32)>,
+    /// Tight members.
+    tight: Vec<FlowId>,
     /// Every flow through it.
     flows: Vec<FlowId>,
-    // The group: flows bottlenecked here, all at `level_bps`.
-    level_bps: f64,
-    members: u32,
+    /// Sum of the loose flows' ceilings here: kept within `limit() - others_bps`, so that
+    /// the loose flows, each below its ceiling, cannot saturate the resource.
+    ceilings_bps: f64,
     /// Bits each member has sent since the group formed, as of `clock_at`.
     clock_bits: f64,
     clock_at: Time,
@@ -87,15 +100,6 @@ struct Resource {
     finish: BTreeSet<(Key, FlowId)>,
     /// Loose members by headroom.
     loose: BTreeSet<(Key, FlowId)>,
-    /// Tight members.
-    tight: Vec<FlowId>,
-    // Flows through it bottlenecked elsewhere: the tight ones counted by group (their rate
-    // is their group's level), and the loose ones.
-    others: Vec<(ResId, u32)>,
-    loose_here: Vec<FlowId>,
-    /// Sum of the loose flows' ceilings here: kept within `limit() - others_bps`, so that
-    /// the loose flows, each below its ceiling, cannot saturate the resource.
-    ceilings_bps: f64,
 }
 
 impl Resource {
@@ -103,7 +107,6 @@ impl Resource {
         Resource {
             capacity_bps,
             flows: Vec::new(),
-            level_bps: 0.0,
             members: 0,
             clock_bits: 0.0,
             clock_at: Time::ZERO,
@@ -119,6 +122,17 @@ impl Resource {
     fn limit(&self) -> f64 {
         self.capacity_bps * (1.0 - SATURATED_SHARE)
     }
+}
+
+/// A loose flow through a resource that is not its bottleneck, with what the hot loops
+/// over a resource's loose flows need (its group, for its rate, and its ceiling here), so
+/// that they read no `Flow`: at 10^4 nodes those are scattered cache misses.
+#[derive(Debug, Clone, Copy)]
+struct LooseHere {
+    flow: FlowId,
+    group: ResId,
+    /// Equal to the flow's `ceiling_bps` at this resource.
+    ceiling_bps: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -169,46 +183,84 @@ struct Scratch {
     set_res: Vec<ResId>,
     queue: Vec<ResId>,
     new_flow: Option<(FlowId, f64)>,
-    // Per local resource.
-    local_res: Vec<ResId>,
-    local_rem: Vec<f64>,
-    local_count: Vec<f64>,
-    local_inside: Vec<f64>,
-    local_single: Vec<u32>,
-    local_units: Vec<Vec<u32>>,
-    local_level: Vec<f64>,
-    /// The resource counts loose flows of recomputed groups at their ceilings.
-    local_bound: Vec<bool>,
-    // Per unit: the set's flows one by one, then one aggregate per set resource.
-    unit_mult: Vec<f64>,
-    unit_rate: Vec<f64>,
-    unit_frozen: Vec<bool>,
-    unit_at: Vec<u32>,
+    /// The resources of a filling, by local index.
+    locals: Vec<Local>,
+    /// The units through each local resource, one slice each (`Local::units_at`): one flat
+    /// array, filled in two passes, rather than a vector per resource, which cost a cache
+    /// miss per push in a large update.
+    unit_list: Vec<u32>,
+    /// The set's flows one by one, then one aggregate per set resource.
+    units: Vec<Unit>,
     agg_res: Vec<ResId>,
     remaining: Vec<f64>,
     heap: BinaryHeap<Reverse<Level>>,
 }
 
-/// A saturation level of a local resource, ordered by level then index (total order, so
-/// the filling is the same on every run).
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Level(f64, u32);
-
-impl Eq for Level {}
-impl PartialOrd for Level {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
+/// A resource taking part in a filling (all of one in a struct: a filling touches them
+/// together).
+#[derive(Debug, Clone, Copy)]
+struct Local {
+    res: ResId,
+    /// Capacity left for its unfrozen units.
+    rem: f64,
+    /// Its unfrozen units, by multiplicity.
+    count: f64,
+    /// Use by the set's units at their old rates.
+    inside: f64,
+    /// The set's flows through it.
+    single: u32,
+    /// The level at which it froze units; NaN if it froze none.
+    level: f64,
+    /// A level at or below which the heap holds an entry of it (see `fill`).
+    queued: f64,
+    /// It counts loose flows of recomputed groups at their ceilings.
+    bound: bool,
+    /// Its units: `unit_list[units_at..units_at + units_len]`.
+    units_at: u32,
+    units_len: u32,
 }
-impl Ord for Level {
-    fn cmp(&self, o: &Self) -> Ordering {
-        self.0.total_cmp(&o.0).then(self.1.cmp(&o.1))
+
+/// A unit of a filling: a flow of the set, or a group's loose members together.
+#[derive(Debug, Clone, Copy)]
+struct Unit {
+    mult: f64,
+    frozen: bool,
+    /// Local index of the resource that froze it.
+    at: u32,
+}
+
+/// A saturation level of a local resource, ordered by level (`f64::total_cmp`) then index
+/// (a total order, so the filling is the same on every run). Packed into one integer with
+/// that order, the level's bits in the high half: a large filling pops its heap about
+/// twice per resource, and comparing two integers is cheaper than `total_cmp` then index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Level(u128);
+
+impl Level {
+    fn new(at: f64, li: u32) -> Level {
+        // As in `total_cmp`: negative levels get their magnitude bits flipped, so that the
+        // bits compare as signed integers; flipping the sign bit then makes them unsigned.
+        let b = at.to_bits() as i64;
+        let key = (b ^ (((b >> 63) as u64) >> 1) as i64) as u64 ^ (1 << 63);
+        Level((key as u128) << 32 | li as u128)
+    }
+
+    fn at(self) -> f64 {
+        let b = ((self.0 >> 32) as u64 ^ (1 << 63)) as i64;
+        f64::from_bits((b ^ (((b >> 63) as u64) >> 1) as i64) as u64)
+    }
+
+    fn li(self) -> u32 {
+        self.0 as u32
     }
 }
 
 #[derive(Debug, Default)]
 pub struct Flows {
     resources: Vec<Resource>,
+    /// Each group's level (the rate of its members), apart from the rest of `Resource`:
+    /// rates are read for flows all over the network, and this dense array stays in cache.
+    levels: Vec<f64>,
     flows: Vec<Flow>,
     free: Vec<FlowId>,
     scratch: Scratch,
@@ -222,6 +274,7 @@ impl Flows {
     pub fn add_resource(&mut self, capacity_bps: f64) -> ResId {
         assert!(capacity_bps > 0.0 && capacity_bps.is_finite(), "capacity must be positive");
         self.resources.push(Resource::new(capacity_bps));
+        self.levels.push(0.0);
         self.scratch.res_in.push(false);
         self.scratch.res_local.push(NONE);
         self.scratch.pulled.push(0);
@@ -233,12 +286,13 @@ impl Flows {
         assert!(self.resources[r as usize].flows.is_empty(), "resource still carries flows");
         assert!(capacity_bps > 0.0 && capacity_bps.is_finite(), "capacity must be positive");
         self.resources[r as usize] = Resource::new(capacity_bps);
+        self.levels[r as usize] = 0.0;
     }
 
     pub fn rate_bps(&self, f: FlowId) -> f64 {
         match self.flows[f as usize].bottleneck {
             NONE => 0.0,
-            b => self.resources[b as usize].level_bps,
+            b => self.levels[b as usize],
         }
     }
 
@@ -257,14 +311,18 @@ impl Flows {
     }
 
     pub fn used_bps(&self, r: ResId) -> f64 {
-        let res = &self.resources[r as usize];
-        let loose: f64 = res.loose_here.iter().map(|&h| self.rate_bps(h)).sum();
-        res.members as f64 * res.level_bps + self.others_bps(r) + loose
+        let loose: f64 = self.resources[r as usize].loose_here.iter().map(|h| self.levels[h.group as usize]).sum();
+        self.used_with_loose(r, loose)
+    }
+
+    /// `used_bps` given the sum of the rates of the loose flows through `r`, in their order.
+    fn used_with_loose(&self, r: ResId, loose: f64) -> f64 {
+        self.resources[r as usize].members as f64 * self.levels[r as usize] + self.others_bps(r) + loose
     }
 
     /// Use of the tight flows through `r` bottlenecked elsewhere.
     fn others_bps(&self, r: ResId) -> f64 {
-        self.resources[r as usize].others.iter().map(|&(g, n)| n as f64 * self.resources[g as usize].level_bps).sum()
+        self.resources[r as usize].others.iter().map(|&(g, n)| n as f64 * self.levels[g as usize]).sum()
     }
 
     /// A resource with loose flows is not saturated: their ceilings keep it below its
@@ -287,16 +345,17 @@ impl Flows {
     fn finish_at(&self, g: ResId, now: Time) -> Option<Time> {
         let res = &self.resources[g as usize];
         let &(Key(tag), _) = res.finish.first()?;
-        if res.level_bps <= 0.0 {
+        let level = self.levels[g as usize];
+        if level <= 0.0 {
             return None;
         }
-        let us = ((tag - res.clock_bits).max(0.0) / res.level_bps * 1e6).ceil();
+        let us = ((tag - res.clock_bits).max(0.0) / level * 1e6).ceil();
         Some(Time(res.clock_at.0.saturating_add(us as u64)).max(now))
     }
 
     fn clock_now(&self, g: ResId, now: Time) -> f64 {
         let res = &self.resources[g as usize];
-        res.clock_bits + res.level_bps * now.0.saturating_sub(res.clock_at.0) as f64 / 1e6
+        res.clock_bits + self.levels[g as usize] * now.0.saturating_sub(res.clock_at.0) as f64 / 1e6
     }
 
     /// Brings a group's clock up to `now` at its current level.
@@ -504,13 +563,13 @@ impl Flows {
             res.ceilings_bps -= ceiling;
         }
         let list = &mut res.loose_here;
-        debug_assert_eq!(list[pos], f);
+        debug_assert_eq!(list[pos].flow, f);
         list.swap_remove(pos);
         if list.is_empty() {
             res.ceilings_bps = 0.0;
         }
-        if let Some(&moved) = list.get(pos) {
-            let m = &mut self.flows[moved as usize];
+        if let Some(moved) = list.get(pos) {
+            let m = &mut self.flows[moved.flow as usize];
             let k2 = m.resources().iter().position(|&x| x as usize == r).expect("loose flow passes the resource");
             m.loose_pos[k2] = pos as u32;
         }
@@ -538,8 +597,9 @@ impl Flows {
         let share = slack / (2 * n) as f64;
         let mut i = 0;
         while i < self.resources[r as usize].loose_here.len() {
-            let h = self.resources[r as usize].loose_here[i];
+            let h = self.resources[r as usize].loose_here[i].flow;
             let rate = self.rate_bps(h);
+            self.resources[r as usize].loose_here[i].ceiling_bps = rate + share;
             let fl = &mut self.flows[h as usize];
             let k = fl.resources().iter().position(|&x| x == r).expect("loose flow passes the resource");
             fl.ceiling_bps[k] = rate + share;
@@ -559,10 +619,8 @@ impl Flows {
             i += 1;
         }
         let mut sum = 0.0;
-        for &h in &self.resources[r as usize].loose_here {
-            let fl = &self.flows[h as usize];
-            let k = fl.resources().iter().position(|&x| x == r).expect("loose flow passes the resource");
-            sum += fl.ceiling_bps[k];
+        for h in &self.resources[r as usize].loose_here {
+            sum += h.ceiling_bps;
         }
         self.resources[r as usize].ceilings_bps = sum;
     }
@@ -576,7 +634,7 @@ impl Flows {
             return;
         }
         let g = fl.bottleneck;
-        let rate = self.resources[g as usize].level_bps;
+        let rate = self.levels[g as usize];
         for &r in fl.resources() {
             if r != g && self.saturated(r) {
                 return;
@@ -603,7 +661,6 @@ impl Flows {
                 - rate;
             let res = &mut self.resources[r as usize];
             self.flows[f as usize].loose_pos[k] = res.loose_here.len() as u32;
-            res.loose_here.push(f);
             let ceiling = if free > res.capacity_bps * SATURATED_SHARE {
                 res.ceilings_bps += rate + free / 2.0;
                 rate + free / 2.0
@@ -612,6 +669,7 @@ impl Flows {
                 reshare[k] = r;
                 f64::INFINITY
             };
+            res.loose_here.push(LooseHere { flow: f, group: g, ceiling_bps: ceiling });
             self.flows[f as usize].ceiling_bps[k] = ceiling;
             headroom = headroom.min(ceiling);
         }
@@ -680,8 +738,8 @@ impl Flows {
         for &t in &res.tight {
             self.add_flow(t, s);
         }
-        for &h in &res.loose_here {
-            self.add_flow(h, s);
+        for h in &res.loose_here {
+            self.add_flow(h.flow, s);
         }
     }
 
@@ -716,11 +774,10 @@ impl Flows {
             s.res_in[r as usize] = false;
             s.pulled[r as usize] = 0;
         }
-        for (li, &r) in s.local_res.iter().enumerate() {
-            s.res_local[r as usize] = NONE;
-            s.local_units[li].clear();
+        for l in &s.locals {
+            s.res_local[l.res as usize] = NONE;
         }
-        s.local_res.clear();
+        s.locals.clear();
         self.scratch = s;
     }
 
@@ -736,18 +793,20 @@ impl Flows {
         if li != NONE {
             return li as usize;
         }
-        let li = s.local_res.len();
+        let li = s.locals.len();
         s.res_local[r as usize] = li as u32;
-        s.local_res.push(r);
-        s.local_rem.push(0.0);
-        s.local_count.push(0.0);
-        s.local_inside.push(0.0);
-        s.local_single.push(0);
-        s.local_level.push(f64::NAN);
-        s.local_bound.push(false);
-        if s.local_units.len() < s.local_res.len() {
-            s.local_units.push(Vec::new());
-        }
+        s.locals.push(Local {
+            res: r,
+            rem: 0.0,
+            count: 0.0,
+            inside: 0.0,
+            single: 0,
+            level: f64::NAN,
+            queued: f64::NAN,
+            bound: false,
+            units_at: 0,
+            units_len: 0,
+        });
         li
     }
 
@@ -755,34 +814,26 @@ impl Flows {
     /// resource runs out, freeze the units through it, repeat. Resources outside the set
     /// count with what the flows outside leave of them.
     fn fill(&self, s: &mut Scratch) {
-        for (li, &r) in s.local_res.iter().enumerate() {
-            s.res_local[r as usize] = NONE;
-            s.local_units[li].clear();
+        for l in &s.locals {
+            s.res_local[l.res as usize] = NONE;
         }
-        s.local_res.clear();
-        s.local_rem.clear();
-        s.local_count.clear();
-        s.local_inside.clear();
-        s.local_single.clear();
-        s.local_level.clear();
-        s.local_bound.clear();
-        s.unit_mult.clear();
-        s.unit_rate.clear();
-        s.unit_frozen.clear();
-        s.unit_at.clear();
+        s.locals.clear();
+        s.units.clear();
         s.agg_res.clear();
         for k in 0..s.set_flows.len() {
             let f = s.set_flows[k];
             let old = self.rate_bps(f);
-            s.unit_mult.push(1.0);
+            s.units.push(Unit { mult: 1.0, frozen: false, at: NONE });
             for &r in self.flows[f as usize].resources() {
                 let li = self.local(r, s);
-                s.local_units[li].push(k as u32);
-                s.local_count[li] += 1.0;
-                s.local_single[li] += 1;
-                s.local_inside[li] += old;
+                let l = &mut s.locals[li];
+                l.units_len += 1;
+                l.count += 1.0;
+                l.single += 1;
+                l.inside += old;
             }
         }
+        let n_single = s.set_flows.len();
         for i in 0..s.set_res.len() {
             let r = s.set_res[i];
             let res = &self.resources[r as usize];
@@ -790,70 +841,116 @@ impl Flows {
             if m == 0 {
                 continue;
             }
-            let u = s.unit_mult.len() as u32;
-            s.unit_mult.push(m as f64);
+            s.units.push(Unit { mult: m as f64, frozen: false, at: NONE });
             s.agg_res.push(r);
             let li = self.local(r, s);
-            s.local_units[li].push(u);
-            s.local_count[li] += m as f64;
-            s.local_inside[li] += m as f64 * res.level_bps;
+            let l = &mut s.locals[li];
+            l.units_len += 1;
+            l.count += m as f64;
+            l.inside += m as f64 * self.levels[r as usize];
         }
-        let units = s.unit_mult.len();
-        s.unit_rate.resize(units, 0.0);
-        s.unit_frozen.resize(units, false);
-        s.unit_at.resize(units, NONE);
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
-            let mut outside = (self.used_bps(r) - s.local_inside[li]).max(0.0);
+        // Each resource's units, in unit order.
+        let mut at = 0;
+        for l in &mut s.locals {
+            l.units_at = at;
+            at += l.units_len;
+            l.units_len = 0;
+        }
+        s.unit_list.clear();
+        s.unit_list.resize(at as usize, 0);
+        for u in 0..s.units.len() {
+            let through: &[ResId] = if u < n_single {
+                self.flows[s.set_flows[u] as usize].resources()
+            } else {
+                std::slice::from_ref(&s.agg_res[u - n_single])
+            };
+            for &r in through {
+                let l = &mut s.locals[s.res_local[r as usize] as usize];
+                s.unit_list[(l.units_at + l.units_len) as usize] = u as u32;
+                l.units_len += 1;
+            }
+        }
+        for l in &mut s.locals {
+            let r = l.res;
+            let loose_here = &self.resources[r as usize].loose_here;
+            // `used_bps`, its loose flows' rates summed in the same pass (and order) that
+            // looks for those counted at their ceilings below.
+            let mut bound = false;
+            let loose: f64 = loose_here
+                .iter()
+                .map(|h| {
+                    bound |= s.res_in[h.group as usize] && !s.flow_in[h.flow as usize];
+                    self.levels[h.group as usize]
+                })
+                .sum();
+            let mut outside = (self.used_with_loose(r, loose) - l.inside).max(0.0);
             // A loose flow here whose group is recomputed as one unit changes rate too, but
             // by no more than its ceiling allows: it counts at its ceiling. Only if this
             // resource then binds is it taken into the set to be counted exactly.
-            s.local_bound[li] = false;
-            for &h in &self.resources[r as usize].loose_here {
-                if s.res_in[self.flows[h as usize].bottleneck as usize] && !s.flow_in[h as usize] {
-                    let fl = &self.flows[h as usize];
-                    let k = fl.resources().iter().position(|&x| x == r).expect("loose flow passes the resource");
-                    outside += fl.ceiling_bps[k] - self.rate_bps(h);
-                    s.local_bound[li] = true;
+            l.bound = bound;
+            if bound {
+                for h in loose_here {
+                    if s.res_in[h.group as usize] && !s.flow_in[h.flow as usize] {
+                        outside += h.ceiling_bps - self.levels[h.group as usize];
+                    }
                 }
             }
-            s.local_rem[li] = (self.resources[r as usize].capacity_bps - outside).max(0.0);
+            l.rem = (self.resources[r as usize].capacity_bps - outside).max(0.0);
         }
         // Every unfrozen unit runs at the common level; resource `li` runs out when the
         // level reaches its remaining capacity over its unfrozen flows. A heap of those
         // levels (stale entries skipped) makes a filling O(units log units).
         // Built in one O(n) heapify, and left as soon as every unit is frozen: most border
         // resources never bind, and their entries need not be popped one by one.
+        // A resource's level only rises as units through it freeze (they freeze at the
+        // lowest level, at most its own), up to float rounding: so a new entry is pushed
+        // only when it is below one the heap already holds for it (`Local::queued`), and a
+        // stale entry, once popped, is pushed again at the resource's current level. Each
+        // resource keeps an entry at or below its level, so they are processed in the same
+        // order as with an entry pushed for every change, with a fraction of the pushes
+        // and pops (a hub's upload would otherwise get one per flow frozen elsewhere).
         let mut levels = std::mem::take(&mut s.heap).into_vec();
         levels.clear();
-        for li in 0..s.local_res.len() {
-            if s.local_count[li] > 0.0 {
-                levels.push(Reverse(Level(s.local_rem[li] / s.local_count[li], li as u32)));
+        for (li, l) in s.locals.iter_mut().enumerate() {
+            if l.count > 0.0 {
+                let at = l.rem / l.count;
+                l.queued = at;
+                levels.push(Reverse(Level::new(at, li as u32)));
             }
         }
         s.heap = BinaryHeap::from(levels);
-        let n_single = s.set_flows.len();
-        let mut unfrozen = s.unit_mult.len();
+        let mut unfrozen = s.units.len();
         let mut level = 0.0f64;
         while unfrozen > 0 {
-            let Some(Reverse(Level(at, li))) = s.heap.pop() else { break };
-            let li = li as usize;
-            let n = s.local_count[li];
-            if n <= 0.0 || at != s.local_rem[li] / n {
+            let Some(mut top) = s.heap.peek_mut() else { break };
+            let (at, li) = (top.0.at(), top.0.li() as usize);
+            let l = &mut s.locals[li];
+            let n = l.count;
+            if n <= 0.0 {
+                PeekMut::pop(top);
                 continue;
             }
+            let now_at = l.rem / n;
+            if at != now_at {
+                // Stale: moved down in place, one sift instead of a pop and a push.
+                l.queued = now_at;
+                *top = Reverse(Level::new(now_at, li as u32));
+                continue;
+            }
+            PeekMut::pop(top);
             level = level.max(at).max(0.0);
-            s.local_level[li] = level;
-            for j in 0..s.local_units[li].len() {
-                let u = s.local_units[li][j] as usize;
-                if s.unit_frozen[u] {
+            l.level = level;
+            let (from, to) = (l.units_at as usize, (l.units_at + l.units_len) as usize);
+            for j in from..to {
+                let u = s.unit_list[j] as usize;
+                let unit = &mut s.units[u];
+                if unit.frozen {
                     continue;
                 }
-                s.unit_frozen[u] = true;
+                unit.frozen = true;
+                unit.at = li as u32;
                 unfrozen -= 1;
-                s.unit_rate[u] = level;
-                s.unit_at[u] = li as u32;
-                let m = s.unit_mult[u];
+                let m = unit.mult;
                 let through: &[ResId] = if u < n_single {
                     self.flows[s.set_flows[u] as usize].resources()
                 } else {
@@ -861,10 +958,15 @@ impl Flows {
                 };
                 for &r in through {
                     let lj = s.res_local[r as usize] as usize;
-                    s.local_rem[lj] -= level * m;
-                    s.local_count[lj] -= m;
-                    if lj != li && s.local_count[lj] > 0.0 {
-                        s.heap.push(Reverse(Level(s.local_rem[lj] / s.local_count[lj], lj as u32)));
+                    let l = &mut s.locals[lj];
+                    l.rem -= level * m;
+                    l.count -= m;
+                    if lj != li && l.count > 0.0 {
+                        let at = l.rem / l.count;
+                        if at.total_cmp(&l.queued) == Ordering::Less {
+                            l.queued = at;
+                            s.heap.push(Reverse(Level::new(at, lj as u32)));
+                        }
                     }
                 }
             }
@@ -875,25 +977,26 @@ impl Flows {
     /// Returns whether it grew.
     fn grow(&self, s: &mut Scratch) -> bool {
         let before = (s.set_flows.len(), s.set_res.len());
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
+        for li in 0..s.locals.len() {
+            let l = s.locals[li];
+            let r = l.res;
             let res = &self.resources[r as usize];
-            let binds = s.local_rem[li] <= res.capacity_bps * SATURATED_SHARE || !s.local_level[li].is_nan();
-            if !s.res_in[r as usize] && binds && s.local_bound[li] {
+            let binds = l.rem <= res.capacity_bps * SATURATED_SHARE || !l.level.is_nan();
+            if !s.res_in[r as usize] && binds && l.bound {
                 // It binds: its loose flows of recomputed groups are counted exactly.
-                for &h in &res.loose_here {
-                    if s.res_in[self.flows[h as usize].bottleneck as usize] {
-                        self.add_flow(h, s);
+                for h in &res.loose_here {
+                    if s.res_in[h.group as usize] {
+                        self.add_flow(h.flow, s);
                     }
                 }
             } else if !s.res_in[r as usize]
-                && s.local_rem[li] <= res.capacity_bps * SATURATED_SHARE
-                && res.flows.len() > s.local_single[li] as usize
+                && l.rem <= res.capacity_bps * SATURATED_SHARE
+                && res.flows.len() > l.single as usize
             {
                 // A border resource the new rates saturate couples flows outside the set.
                 self.add_res(r, s);
             }
-            let level = s.local_level[li];
+            let level = l.level;
             if !s.res_in[r as usize] || level.is_nan() {
                 continue;
             }
@@ -908,7 +1011,7 @@ impl Flows {
             }
             // Flows bottlenecked elsewhere that the new level would overtake.
             for &(g, _) in &res.others {
-                if self.resources[g as usize].level_bps > level * (1.0 + LEVEL_TOLERANCE) {
+                if self.levels[g as usize] > level * (1.0 + LEVEL_TOLERANCE) {
                     for &f in &res.flows {
                         let fl = &self.flows[f as usize];
                         if fl.bottleneck == g && !fl.loose && !s.flow_in[f as usize] {
@@ -932,7 +1035,7 @@ impl Flows {
         for k in 0..s.set_flows.len() {
             let f = s.set_flows[k];
             let fl = &self.flows[f as usize];
-            let g = s.local_res[s.unit_at[k] as usize];
+            let g = s.locals[s.units[k].at as usize].res;
             let rem = match s.new_flow {
                 Some((n, bits)) if n == f => bits,
                 _ if fl.bottleneck == g && !fl.loose => f64::NAN,
@@ -943,23 +1046,22 @@ impl Flows {
         for i in 0..s.set_res.len() {
             let r = s.set_res[i];
             let li = s.res_local[r as usize];
-            let level = if li == NONE { f64::NAN } else { s.local_level[li as usize] };
-            let res = &mut self.resources[r as usize];
-            res.level_bps = if level.is_nan() { 0.0 } else { level };
-            debug_assert!(res.members == 0 || !level.is_nan(), "a group with members froze");
+            let level = if li == NONE { f64::NAN } else { s.locals[li as usize].level };
+            self.levels[r as usize] = if level.is_nan() { 0.0 } else { level };
+            debug_assert!(self.resources[r as usize].members == 0 || !level.is_nan(), "a group with members froze");
         }
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
-            if !s.res_in[r as usize] && !s.local_level[li].is_nan() {
+        for l in &s.locals {
+            let r = l.res;
+            if !s.res_in[r as usize] && !l.level.is_nan() {
                 // A border resource that became some flow's bottleneck: a new group.
                 self.advance(r, now);
                 debug_assert_eq!(self.resources[r as usize].members, 0);
-                self.resources[r as usize].level_bps = s.local_level[li];
+                self.levels[r as usize] = l.level;
             }
         }
         for k in 0..s.set_flows.len() {
             if !s.remaining[k].is_nan() {
-                let g = s.local_res[s.unit_at[k] as usize];
+                let g = s.locals[s.units[k].at as usize].res;
                 self.attach_tight(s.set_flows[k], g, s.remaining[k], now);
             }
         }
@@ -968,8 +1070,8 @@ impl Flows {
         }
         // The use of the local resources changed: where their loose flows' ceilings no
         // longer fit, the slack is shared again.
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
+        for li in 0..s.locals.len() {
+            let r = s.locals[li].res;
             let res = &self.resources[r as usize];
             if !res.loose_here.is_empty() && self.others_bps(r) + res.ceilings_bps > res.limit() {
                 self.share_slack(r);
@@ -979,9 +1081,9 @@ impl Flows {
             let g = s.set_res[i];
             changed.push(Rescheduled { group: g, finish_at: self.finish_at(g, now) });
         }
-        for li in 0..s.local_res.len() {
-            let r = s.local_res[li];
-            if !s.res_in[r as usize] && !s.local_level[li].is_nan() {
+        for l in &s.locals {
+            let r = l.res;
+            if !s.res_in[r as usize] && !l.level.is_nan() {
                 changed.push(Rescheduled { group: r, finish_at: self.finish_at(r, now) });
             }
         }
@@ -1055,7 +1157,7 @@ impl Flows {
                 .copied()
                 .filter(|&f| self.flows[f as usize].bottleneck != r && self.flows[f as usize].loose)
                 .collect();
-            let mut listed = res.loose_here.clone();
+            let mut listed: Vec<FlowId> = res.loose_here.iter().map(|h| h.flow).collect();
             loose_here.sort_unstable();
             listed.sort_unstable();
             assert_eq!(loose_here, listed, "resource {r}: loose flows");
@@ -1065,9 +1167,11 @@ impl Flows {
                 let ceilings: f64 = res
                     .loose_here
                     .iter()
-                    .map(|&h| {
-                        let fl = &self.flows[h as usize];
+                    .map(|h| {
+                        let fl = &self.flows[h.flow as usize];
                         let k = fl.resources().iter().position(|&x| x == r).unwrap();
+                        assert_eq!(h.group, fl.bottleneck, "resource {r}: loose flow's group");
+                        assert_eq!(h.ceiling_bps, fl.ceiling_bps[k], "resource {r}: loose flow's ceiling");
                         fl.ceiling_bps[k]
                     })
                     .sum();
@@ -1125,6 +1229,37 @@ mod tests {
         for (id, want) in f.reference_rates() {
             let got = f.rate_bps(id);
             assert!(close(got, want), "{what}: flow {id} has {got}, max-min says {want}");
+        }
+    }
+
+    #[test]
+    fn packed_levels_order_as_total_cmp_then_index_and_keep_their_bits() {
+        let xs = [
+            f64::NEG_INFINITY,
+            -3.5e9,
+            -1.0,
+            -f64::MIN_POSITIVE,
+            -0.0,
+            0.0,
+            f64::MIN_POSITIVE,
+            1e-300,
+            1.0,
+            1.0000000000000002,
+            2.5e6,
+            f64::MAX,
+            f64::INFINITY,
+            f64::NAN,
+            -f64::NAN,
+        ];
+        for &a in &xs {
+            for &b in &xs {
+                for (i, j) in [(0, 0), (0, 1), (1, 0), (7, u32::MAX)] {
+                    let want = a.total_cmp(&b).then(i.cmp(&j));
+                    assert_eq!(Level::new(a, i).cmp(&Level::new(b, j)), want, "{a} {i} vs {b} {j}");
+                }
+            }
+            let l = Level::new(a, 42);
+            assert_eq!((l.at().to_bits(), l.li()), (a.to_bits(), 42));
         }
     }
 
