@@ -158,7 +158,7 @@ fn in_a_whole_run_the_flow_model_keeps_max_min_rates_and_its_bookkeeping() {
     // Churn (departures cancel flows), NATs that need the relay, a partition: every way
     // flows start, refill and stop. At each check the incremental rates equal a
     // from-scratch max-min computation, and the groups' bookkeeping recounts.
-    let mut s = quick(60, 60.0);
+    let mut s = quick(80, 60.0);
     s.nat = vec![NatShare { share: 1.0, kind: "open".into() }, NatShare { share: 1.0, kind: "symmetric".into() }];
     s.network.relay_upload_bps = 20_000_000;
     s.sessions.model = SessionModel::Exponential;
