@@ -2,32 +2,13 @@
 //! declines pulls it could not answer in time, and a parent it no longer has stops being
 //! a partner it announces to.
 
+mod common;
+
+use common::{addr, descriptor, PIECE_BYTES};
 use meshtv_peer::{Peer, PeerConfig, PeerRole};
-use meshtv_proto::media::{ChannelDescriptor, Container};
 use meshtv_proto::msg::PeerInfo;
 use meshtv_proto::sign::Broadcaster;
-use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time};
-use std::net::SocketAddr;
-
-const PIECE_BYTES: u32 = 16 * 1024;
-
-fn descriptor(b: &Broadcaster) -> ChannelDescriptor {
-    ChannelDescriptor {
-        id: ChannelId::derive(&b.public_key(), "live"),
-        name: "live".into(),
-        broadcaster_key: b.public_key(),
-        container: Container::MpegTs,
-        live: true,
-        stripes: 4,
-        piece_bytes: PIECE_BYTES,
-        segment_duration_ms_target: 2000,
-        bitrate_bps: 400_000,
-    }
-}
-
-fn addr() -> SocketAddr {
-    "127.0.0.1:1".parse().unwrap()
-}
+use meshtv_proto::{Msg, Node, NodeId, Outbox, Time};
 
 /// A source holding segment 0 (8 pieces), with `uplink_bps` as its driver knows it.
 fn source(uplink_bps: Option<u64>) -> Peer {
