@@ -27,10 +27,6 @@ const TICK: TimerId = TimerId(1);
 const SLOT_QUARTERS_MIN: u64 = 5;
 const SLOT_QUARTERS_MAX: u64 = 12;
 
-/// The slot size for a swarm whose viewers declared `declared_bps` in all, `viewers` of
-/// them, on a stream of `bitrate_bps`: half its uplink-to-demand ratio, within bounds.
-/// Declared figures only size slots (a slot count is still measured, and capped by the
-/// declared upload); a swarm that overstates its uplinks gets fewer, larger slots.
 /// Share of the relay's capacity that tree edges may take (see
 /// `TrackerConfig::relay_bps`).
 const RELAY_TREE_SHARE: u64 = 8;
@@ -40,6 +36,10 @@ fn relayed_edges_max(relay_bps: u64, d: &ChannelDescriptor) -> usize {
     (relay_bps / RELAY_TREE_SHARE / d.stripe_bps().max(1)) as usize
 }
 
+/// The slot size for a swarm whose viewers declared `declared_bps` in all, `viewers` of
+/// them, on a stream of `bitrate_bps`: half its uplink-to-demand ratio, within bounds.
+/// Declared figures only size slots (a slot count is still measured, and capped by the
+/// declared upload); a swarm that overstates its uplinks gets fewer, larger slots.
 fn slot_quarters(declared_bps: u128, viewers: u128, bitrate_bps: u64) -> u64 {
     let demand = viewers * bitrate_bps as u128;
     if demand == 0 {
@@ -370,7 +370,7 @@ impl Tracker {
         let mut relayed = Vec::new();
         for (&id, m) in &ch.trees.members {
             for (s, p) in m.parents.iter().enumerate() {
-                if p.is_some_and(|p| self.rendezvous.path(id, p) == Path::Relay) {
+                if p.is_some_and(|p| self.rendezvous.path(id, p) != Path::Direct) {
                     relayed.push((id, s));
                 }
             }
