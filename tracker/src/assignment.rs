@@ -346,13 +346,27 @@ impl Trees {
     }
 
     /// Gives `node` a parent in every stripe where it has none, preferring those `direct`
-    /// accepts (see [`Trees::assign`]); true if anything changed.
-    pub fn fill(&mut self, node: NodeId, rng: &mut impl Rng, direct: &dyn Fn(NodeId) -> bool, relay_ok: bool) -> bool {
+    /// accepts (see [`Trees::assign`]); one that `direct` does not accept is taken only
+    /// while `relay_room` (tree edges the relay may still carry) is above zero, and uses
+    /// one of it. True if anything changed.
+    pub fn fill(
+        &mut self,
+        node: NodeId,
+        rng: &mut impl Rng,
+        direct: &dyn Fn(NodeId) -> bool,
+        relay_room: &mut usize,
+    ) -> bool {
         let mut changed = false;
         for s in 0..self.stripes {
             let has = self.members.get(&node).is_some_and(|m| m.parents[s].is_some());
-            if !has && self.assign(node, s, rng, direct, relay_ok).is_some() {
+            if has {
+                continue;
+            }
+            if let Some(p) = self.assign(node, s, rng, direct, *relay_room > 0) {
                 changed = true;
+                if !direct(p) {
+                    *relay_room = relay_room.saturating_sub(1);
+                }
             }
         }
         changed
@@ -399,39 +413,43 @@ mod tests {
     #[test]
     fn parents_reachable_without_the_relay_come_first_at_any_depth() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut no_limit = usize::MAX;
         let src = NodeId(1);
         // The source feeds one child per stripe: 2 sits at depth 1, 3 below it at depth 2.
         let mut t = Trees::new(src, 1, 1);
         t.insert(NodeId(2), Member::new(1, 1));
-        t.fill(NodeId(2), &mut rng, &|_| true, true);
+        t.fill(NodeId(2), &mut rng, &|_| true, &mut no_limit);
         t.insert(NodeId(3), Member::new(1, 1));
-        t.fill(NodeId(3), &mut rng, &|_| true, true);
+        t.fill(NodeId(3), &mut rng, &|_| true, &mut no_limit);
         assert_eq!(t.members[&NodeId(3)].parents[0], Some(NodeId(2)));
         // 2 and 4 both have a free slot; 2 is shallower, but 4 is reachable directly.
         t.insert(NodeId(4), Member::new(1, 1));
         t.link(NodeId(4), 0, Some(NodeId(3)));
         t.set_slots(NodeId(2), 2);
         t.insert(NodeId(5), Member::new(0, 1));
-        t.fill(NodeId(5), &mut rng, &|p| p == NodeId(4) || p == src, true);
+        t.fill(NodeId(5), &mut rng, &|p| p == NodeId(4) || p == src, &mut no_limit);
         assert_eq!(t.members[&NodeId(5)].parents[0], Some(NodeId(4)), "the direct parent, though deeper");
         // With no direct candidate left and the relay full, none; with room, the relayed
         // one is better than none.
         t.insert(NodeId(6), Member::new(0, 1));
-        assert!(!t.fill(NodeId(6), &mut rng, &|_| false, false));
+        assert!(!t.fill(NodeId(6), &mut rng, &|_| false, &mut 0));
         assert_eq!(t.members[&NodeId(6)].parents[0], None);
-        t.fill(NodeId(6), &mut rng, &|_| false, true);
+        let mut room = 1;
+        t.fill(NodeId(6), &mut rng, &|_| false, &mut room);
         assert_eq!(t.members[&NodeId(6)].parents[0], Some(NodeId(2)));
+        assert_eq!(room, 0, "the relayed edge used the room");
         t.check().unwrap();
     }
 
     #[test]
     fn trees_respect_slots_and_stay_acyclic_through_churn() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut no_limit = usize::MAX;
         let src = NodeId(1);
         let mut t = Trees::new(src, 8, 4);
         for i in 2..60 {
             t.insert(NodeId(i), Member::new(8, 4));
-            t.fill(NodeId(i), &mut rng, &|_| true, true);
+            t.fill(NodeId(i), &mut rng, &|_| true, &mut no_limit);
             t.check().unwrap();
         }
         assert!(t.members[&src].used_slots() <= 8);
@@ -440,7 +458,7 @@ mod tests {
         for i in (2..60).step_by(3) {
             let orphans = t.remove(NodeId(i));
             for o in orphans {
-                t.fill(o, &mut rng, &|_| true, true);
+                t.fill(o, &mut rng, &|_| true, &mut no_limit);
             }
             t.check().unwrap();
         }

@@ -315,24 +315,16 @@ impl Tracker {
         self.send_assignment(&channel, from, true, out);
     }
 
-    /// Gives `node` a parent in every stripe where it has none (see `Trees::assign`),
+    /// Gives `node` a parent in every stripe where it has none (see `Trees::fill`),
     /// through the relay only while the channel's relayed edges are within budget; true
     /// if anything changed.
     fn fill(&mut self, channel: &str, node: NodeId) -> bool {
         let Some(ch) = self.channels.get_mut(channel) else { return false };
-        let max = relayed_edges_max(self.cfg.relay_bps, &ch.descriptor);
+        let mut room = relayed_edges_max(self.cfg.relay_bps, &ch.descriptor).saturating_sub(ch.relayed_edges);
+        let before = room;
         let rendezvous = &self.rendezvous;
-        let direct = |p: NodeId| rendezvous.path(node, p) == Path::Direct;
-        let mut changed = false;
-        for s in 0..ch.trees.stripes {
-            if ch.trees.members.get(&node).is_none_or(|m| m.parents[s].is_some()) {
-                continue;
-            }
-            if let Some(p) = ch.trees.assign(node, s, &mut self.rng, &direct, ch.relayed_edges < max) {
-                changed = true;
-                ch.relayed_edges += !direct(p) as usize;
-            }
-        }
+        let changed = ch.trees.fill(node, &mut self.rng, &|p| rendezvous.path(node, p) == Path::Direct, &mut room);
+        ch.relayed_edges += before - room;
         changed
     }
 
