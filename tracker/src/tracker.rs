@@ -107,8 +107,9 @@ struct Channel {
     /// Upload the viewers declared, summed, and how many: sizes their slots.
     declared_bps: u128,
     declared_viewers: u128,
-    /// Tree edges that go through the relay, as of the last solve plus those added since
-    /// (departures are counted out at the next solve: an over-count only errs safe).
+    /// Tree edges that go through the relay, as of the last count (each solve, or each
+    /// tick under `Policy::Tree`) plus those added since: departures are counted out at
+    /// the next count (an over-count only errs safe).
     relayed_edges: usize,
     /// When the optimizer last solved this channel.
     solved_at: Option<Time>,
@@ -485,6 +486,16 @@ impl Tracker {
 
     fn tick(&mut self, now: Time, out: &mut Outbox) {
         self.optimize(now, out);
+        if self.cfg.policy == Policy::Tree {
+            // No solve recounts the relayed edges under the simple rule, so departures
+            // would never be counted out: the tick does it.
+            let names: Vec<String> = self.channels.keys().cloned().collect();
+            for name in names {
+                for id in self.trim_relayed_edges(&name) {
+                    self.send_assignment(&name, id, false, out);
+                }
+            }
+        }
         self.rendezvous.expire(now);
         let expired: Vec<NodeId> = self
             .nodes
@@ -637,10 +648,10 @@ mod tests {
         assert!(parents(&t, 2).iter().all(|p| *p == Some(NodeId(1))), "the first viewer is fed by the source");
         let relayed: usize = (3..=4).map(|id| parents(&t, id).iter().flatten().count()).sum();
         assert_eq!(relayed, 2, "only two relayed edges: {:?} {:?}", parents(&t, 3), parents(&t, 4));
-        // A viewer that leaves frees its edges at the next count.
+        // A viewer that leaves frees its edges at the next count (each tick under this
+        // policy), and the tick's fill of members missing a parent uses them.
         t.drop_node(Time::ZERO, NodeId(3), &mut out);
-        t.trim_relayed_edges("ch");
-        t.fill("ch", NodeId(4));
+        t.on_timer(Time::from_millis(500), TICK, &mut out);
         assert_eq!(parents(&t, 4).iter().flatten().count(), 2);
     }
 
