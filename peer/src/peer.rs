@@ -9,7 +9,7 @@ use crate::traversal::Traversal;
 use bytes::Bytes;
 use meshtv_proto::media::{ChannelDescriptor, SegmentHeader, SignedHeader};
 use meshtv_proto::metrics::quantile;
-use meshtv_proto::msg::{NatReport, PeerInfo, PeerReport, RejectReason};
+use meshtv_proto::msg::{NatReport, PeerInfo, PeerReport, PieceMap, RejectReason};
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
@@ -32,6 +32,12 @@ const WINDOW_AHEAD_SEGMENTS: u64 = 32;
 const SOURCE_KEEP_SEGMENTS: u64 = 16;
 /// Headers a parent sends a new child so it can start at once.
 const HEADERS_ON_SUBSCRIBE: usize = 2;
+/// Pushes are handed to the transport while less than this much data is queued on the
+/// uplink; the rest wait in the peer, where a child's `Skip` can still cancel them.
+const PUSH_AHEAD: Duration = Duration::from_millis(150);
+/// Most pushes waiting in the peer; beyond it the oldest are dropped (the children pull
+/// what a parent this far behind would bring too late).
+const PUSH_QUEUE_MAX: usize = 4096;
 
 pub struct Peer {
     cfg: PeerConfig,
@@ -77,6 +83,30 @@ pub struct Peer {
     /// that are partners only while they are a parent: a replaced parent stops being one,
     /// or every re-assignment would add a partner to announce to, for good.
     mesh: BTreeSet<NodeId>,
+    /// Pushes waiting for the uplink, oldest first (only when `cfg.uplink_bps` is known;
+    /// otherwise pushes go to the transport at once).
+    push_queue: VecDeque<Queued>,
+    /// Answers to pull requests waiting for the uplink: they go after every queued push
+    /// (a late tree starves the whole subtree below it; a late answer only its asker).
+    answer_queue: VecDeque<Queued>,
+    /// Bytes of the pieces in `push_queue` and `answer_queue`.
+    queued_bytes: u64,
+    /// Per child and segment: pieces it said it gets elsewhere (`Msg::Skip`).
+    skips: BTreeMap<(NodeId, u64), PieceMap>,
+    /// Per parent and segment: pieces that came from elsewhere since the last tick, for
+    /// the parent to skip.
+    skips_to_send: BTreeMap<(NodeId, u64), PieceMap>,
+}
+
+/// A piece waiting in the peer for room on the uplink.
+#[derive(Clone, Copy, Debug)]
+struct Queued {
+    /// The child it is pushed to, or the partner that asked for it.
+    to: NodeId,
+    seq: u64,
+    index: u16,
+    bytes: u32,
+    at: Time,
 }
 
 /// Bits queued on an uplink that drains at a known rate: what a sender can estimate of its
@@ -124,6 +154,11 @@ impl Peer {
             push_lag: Vec::new(),
             last_announce: None,
             mesh: BTreeSet::new(),
+            push_queue: VecDeque::new(),
+            answer_queue: VecDeque::new(),
+            queued_bytes: 0,
+            skips: BTreeMap::new(),
+            skips_to_send: BTreeMap::new(),
             headers_requested: BTreeMap::new(),
             pending: VecDeque::new(),
             banned: BTreeSet::new(),
@@ -240,7 +275,7 @@ impl Peer {
         for (index, chunk) in data.chunks(d.piece_bytes as usize).enumerate() {
             let piece = Bytes::copy_from_slice(chunk);
             self.buffer.offer(seq, index, piece.clone(), now);
-            self.push_to_children(None, seq, index, &piece, stripes, out);
+            self.push_to_children(now, None, seq, index, &piece, stripes, out);
         }
         self.buffer.evict_before(seq.saturating_sub(SOURCE_KEEP_SEGMENTS));
     }
@@ -272,7 +307,8 @@ impl Peer {
     fn uplink_has_room(&mut self, now: Time) -> bool {
         let Some(bps) = self.cfg.uplink_bps else { return true };
         self.uplink.drain(now, bps);
-        self.uplink.bits <= bps as f64 * self.cfg.serve_horizon.as_secs_f64()
+        // Queued pieces count: an answer would wait behind them.
+        self.uplink.bits + self.queued_bytes as f64 * 8.0 <= bps as f64 * self.cfg.serve_horizon.as_secs_f64()
     }
 
     fn send_piece(&mut self, to: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
@@ -291,8 +327,10 @@ impl Peer {
         out.send(to, Msg::Piece { seq, index: index as u16, data });
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn push_to_children(
         &mut self,
+        now: Time,
         from: Option<NodeId>,
         seq: u64,
         index: usize,
@@ -304,7 +342,129 @@ impl Peer {
         let targets: Vec<NodeId> =
             self.children.iter().filter(|(c, m)| *m & bit != 0 && Some(**c) != from).map(|(c, _)| *c).collect();
         for child in targets {
+            if self.skips.get(&(child, seq)).is_some_and(|m| m.get(index)) {
+                self.stats.bytes_excused += data.len() as u64;
+            } else {
+                self.push(now, child, seq, index, data, out);
+            }
+        }
+    }
+
+    /// Pushes a piece to a child: at once when the uplink's rate is unknown, else through
+    /// the push queue.
+    fn push(&mut self, now: Time, child: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
+        if self.cfg.uplink_bps.is_none() {
             self.send_piece(child, seq, index, data, out);
+            return;
+        }
+        if self.push_queue.len() >= PUSH_QUEUE_MAX {
+            if let Some(old) = self.push_queue.pop_front() {
+                self.queued_bytes -= old.bytes as u64;
+                self.stats.pushes_dropped += 1;
+            }
+        }
+        let bytes = data.len() as u32;
+        self.push_queue.push_back(Queued { to: child, seq, index: index as u16, bytes, at: now });
+        self.queued_bytes += bytes as u64;
+        self.release_pushes(now, out);
+    }
+
+    /// Hands queued pushes to the transport while the uplink has less than `PUSH_AHEAD`
+    /// queued. Drops those nobody wants any more: the child left or unsubscribed from the
+    /// stripe, said it gets the piece elsewhere, or has waited longer than any child waits
+    /// for a push.
+    fn release_pushes(&mut self, now: Time, out: &mut Outbox) {
+        let Some(bps) = self.cfg.uplink_bps else { return };
+        self.uplink.drain(now, bps);
+        let ahead = bps as f64 * PUSH_AHEAD.as_secs_f64();
+        let stripes = self.stripes();
+        while self.uplink.bits < ahead {
+            let Some(p) = self.push_queue.pop_front() else {
+                self.release_answer(now, out);
+                if self.answer_queue.is_empty() {
+                    break;
+                }
+                continue;
+            };
+            self.queued_bytes -= p.bytes as u64;
+            let index = p.index as usize;
+            let bit = 1u32 << SegmentHeader::stripe_of(index, stripes);
+            let wanted = self.children.get(&p.to).is_some_and(|m| m & bit != 0)
+                && !self.skips.get(&(p.to, p.seq)).is_some_and(|m| m.get(index))
+                && now.since(p.at) < PUSH_WAIT_MAX;
+            if !wanted {
+                self.stats.pushes_dropped += 1;
+                continue;
+            }
+            if let Some(data) = self.buffer.piece(p.seq, index).cloned() {
+                self.send_piece(p.to, p.seq, index, &data, out);
+            }
+        }
+    }
+
+    /// Sends the oldest queued answer, or declines it if it waited so long that the asker
+    /// would do better elsewhere.
+    fn release_answer(&mut self, now: Time, out: &mut Outbox) {
+        let Some(a) = self.answer_queue.pop_front() else { return };
+        self.queued_bytes -= a.bytes as u64;
+        let index = a.index as usize;
+        match self.buffer.piece(a.seq, index).cloned() {
+            Some(data) if now.since(a.at) < self.cfg.serve_horizon => self.send_piece(a.to, a.seq, index, &data, out),
+            _ => out.send(a.to, Msg::NoPiece { seq: a.seq, index: a.index }),
+        }
+    }
+
+    /// Answers a pull request: at once when the uplink's rate is unknown, else queued
+    /// behind the pushes, or declined when the uplink has more queued than it sends
+    /// within `serve_horizon`.
+    fn answer(&mut self, now: Time, from: NodeId, seq: u64, index: u16, out: &mut Outbox) {
+        let Some(data) = self.buffer.piece(seq, index as usize).cloned() else {
+            out.send(from, Msg::NoPiece { seq, index });
+            return;
+        };
+        if !self.uplink_has_room(now) {
+            out.send(from, Msg::NoPiece { seq, index });
+        } else if self.cfg.uplink_bps.is_none() {
+            self.send_piece(from, seq, index as usize, &data, out);
+        } else {
+            let bytes = data.len() as u32;
+            self.answer_queue.push_back(Queued { to: from, seq, index, bytes, at: now });
+            self.queued_bytes += bytes as u64;
+            self.release_pushes(now, out);
+        }
+    }
+
+    /// A piece came from someone other than its stripe's parent: the parent will be told
+    /// not to push it (at the next tick, one message per parent and segment). Not sooner,
+    /// when the pull was only asked: a push still racing a slow pull is often the one that
+    /// arrives first.
+    fn note_skip(&mut self, from: NodeId, seq: u64, index: usize) {
+        let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
+        let Some(parent) = self.parents.get(stripe).and_then(|p| p.as_ref()).map(|p| p.id) else { return };
+        if parent != from {
+            let pieces = slot_len_of(&self.buffer, seq);
+            self.skips_to_send.entry((parent, seq)).or_insert_with(|| PieceMap::with_len(pieces)).set(index);
+        }
+    }
+
+    /// A child gets these pieces elsewhere: forget them, queued or still to come.
+    fn on_skip(&mut self, from: NodeId, seq: u64, pieces: PieceMap) {
+        // Only segments this peer could still push: the map stays bounded by the window.
+        let low = self.window_low();
+        let high = low + self.cfg.keep_behind_segments + WINDOW_AHEAD_SEGMENTS;
+        if !self.children.contains_key(&from) || seq < low || seq > high {
+            return;
+        }
+        let before = self.push_queue.len();
+        self.push_queue.retain(|p| !(p.to == from && p.seq == seq && pieces.get(p.index as usize)));
+        if self.push_queue.len() != before {
+            self.stats.pushes_dropped += (before - self.push_queue.len()) as u64;
+            self.queued_bytes = self.push_queue.iter().map(|p| p.bytes as u64).sum();
+        }
+        let map = self.skips.entry((from, seq)).or_insert_with(|| PieceMap::with_len(0));
+        map.0.resize(map.0.len().max(pieces.0.len()), 0);
+        for (m, b) in map.0.iter_mut().zip(&pieces.0) {
+            *m |= b;
         }
     }
 
@@ -379,10 +539,17 @@ impl Peer {
                     self.stats.bytes_from_peers += len;
                 }
                 self.note_push_lag(now, from, seq, index);
+                self.note_skip(from, seq, index);
                 let stripes = self.stripes();
-                self.push_to_children(Some(from), seq, index, &data, stripes, out);
+                self.push_to_children(now, Some(from), seq, index, &data, stripes, out);
             }
-            Offer::Duplicate => self.stats.bytes_duplicate += len,
+            Offer::Duplicate => {
+                self.stats.bytes_duplicate += len;
+                let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
+                if self.parents.get(stripe).is_some_and(|p| p.as_ref().is_some_and(|p| p.id == from)) {
+                    self.stats.bytes_duplicate_pushed += len;
+                }
+            }
             Offer::NoHeader => {
                 if self.pending.len() >= PENDING_PIECES_MAX {
                     self.pending.pop_front();
@@ -428,7 +595,9 @@ impl Peer {
     fn forget(&mut self, peer: NodeId) {
         self.partners.remove(&peer);
         self.mesh.remove(&peer);
-        self.children.remove(&peer);
+        if self.children.remove(&peer).is_some() {
+            self.skips.retain(|(c, _), _| *c != peer);
+        }
         for p in self.parents.iter_mut() {
             if p.as_ref().is_some_and(|p| p.id == peer) {
                 *p = None;
@@ -517,9 +686,10 @@ impl Peer {
         }
     }
 
-    fn on_subscribe(&mut self, from: NodeId, stripes: u32, from_seq: u64, out: &mut Outbox) {
+    fn on_subscribe(&mut self, now: Time, from: NodeId, stripes: u32, from_seq: u64, out: &mut Outbox) {
         if stripes == 0 {
             self.children.remove(&from);
+            self.skips.retain(|(c, _), _| *c != from);
             return;
         }
         if !self.children.contains_key(&from) && self.children.len() >= self.cfg.children_max {
@@ -542,7 +712,7 @@ impl Peer {
                 .filter_map(|(i, p)| p.clone().map(|p| (i, p)))
                 .collect();
             for (i, p) in pieces {
-                self.send_piece(from, seq, i, &p, out);
+                self.push(now, from, seq, i, &p, out);
             }
         }
     }
@@ -591,7 +761,14 @@ impl Peer {
             if !self.pending.is_empty() {
                 self.pending.retain(|p| p.1 >= low);
             }
+            if !self.skips.is_empty() {
+                self.skips.retain(|(_, s), _| *s >= low);
+            }
+            for ((parent, seq), pieces) in std::mem::take(&mut self.skips_to_send) {
+                out.send(parent, Msg::Skip { seq, pieces });
+            }
         }
+        self.release_pushes(now, out);
         if self.last_heartbeat.is_none_or(|t| now.since(t) >= self.cfg.heartbeat) {
             self.last_heartbeat = Some(now);
             // The fields `stats` would give, without its sorting of every delay sample.
@@ -600,6 +777,7 @@ impl Peer {
                 bytes_from_peers: self.stats.bytes_from_peers,
                 bytes_from_source: self.stats.bytes_from_source,
                 bytes_uploaded: self.stats.bytes_uploaded,
+                bytes_excused: self.stats.bytes_excused,
                 stalls: self.playback.stalls,
                 buffer_ms: (buffer_s * 1000.0) as u64,
             };
@@ -760,6 +938,11 @@ fn partners_hold_missing(partners: &BTreeMap<NodeId, PartnerView>, seq: u64, pie
     })
 }
 
+/// How many pieces segment `seq` has (0 if its header is not here).
+fn slot_len_of(buffer: &Buffer, seq: u64) -> usize {
+    buffer.get(seq).map_or(0, |s| s.pieces.len())
+}
+
 /// What the playhead needs to know of segment `seq`, if the buffer holds it.
 fn segment_state_in(buffer: &Buffer, seq: u64) -> Option<SegmentState> {
     buffer.get(seq).map(|slot| SegmentState {
@@ -816,7 +999,7 @@ impl Node for Peer {
             Msg::Assign { parents, partners } if from_tracker => self.apply_assignment(parents, partners, out),
             Msg::Subscribe { channel, stripes, from_seq } => {
                 if self.descriptor.as_ref().is_some_and(|d| d.id == channel) {
-                    self.on_subscribe(from, stripes, from_seq, out);
+                    self.on_subscribe(now, from, stripes, from_seq, out);
                 }
             }
             Msg::Partner { channel } => {
@@ -849,11 +1032,9 @@ impl Node for Peer {
                     }
                 }
             }
-            Msg::Request { seq, index, .. } => match self.buffer.piece(seq, index as usize).cloned() {
-                Some(data) if self.uplink_has_room(now) => self.send_piece(from, seq, index as usize, &data, out),
-                _ => out.send(from, Msg::NoPiece { seq, index }),
-            },
+            Msg::Request { seq, index, .. } => self.answer(now, from, seq, index, out),
             Msg::Piece { seq, index, data } => self.on_piece(now, from, seq, index as usize, data, out),
+            Msg::Skip { seq, pieces } => self.on_skip(from, seq, pieces),
             Msg::NoPiece { seq, index } => {
                 if self.requested.get(&(seq, index as usize)).is_some_and(|(n, _)| *n == from) {
                     if self.source.as_ref().is_some_and(|s| s.id == from) {

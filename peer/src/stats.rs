@@ -8,7 +8,15 @@ pub struct PeerStats {
     pub bytes_from_source: u64,
     /// Pieces that arrived twice (wasted transfer).
     pub bytes_duplicate: u64,
+    /// Of `bytes_duplicate`, what the stripe's parent pushed.
+    pub bytes_duplicate_pushed: u64,
     pub bytes_uploaded: u64,
+    /// Pushes a parent never sent: the child got the piece elsewhere, left, or waited too
+    /// long for it.
+    pub pushes_dropped: u64,
+    /// Bytes of pushes a child declined before the piece reached this peer (see
+    /// `PeerReport::bytes_excused`).
+    pub bytes_excused: u64,
     pub partners: usize,
     pub children: usize,
     pub buffer_s: f64,

@@ -6,7 +6,7 @@ use crate::limits;
 use crate::msg::Msg;
 
 /// Bumped whenever the encoding of [`Msg`] changes incompatibly.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DecodeError {
@@ -79,6 +79,7 @@ mod tests {
             Msg::Assign { parents: vec![None, Some(PeerInfo { id: NodeId(2), addr })], partners: vec![] },
             Msg::Header(b.sign(SegmentHeader::describe(id, 1, 2000, 5, 16384, &data))),
             Msg::Have { seq: 3, pieces: PieceMap::full(5) },
+            Msg::Skip { seq: 3, pieces: PieceMap::full(5) },
             Msg::Request { seq: 3, index: 2, urgent: true },
             Msg::Piece { seq: 3, index: 1, data: bytes::Bytes::from(vec![1u8; 16384]) },
             Msg::Leave,

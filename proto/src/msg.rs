@@ -36,6 +36,9 @@ pub struct PeerReport {
     pub bytes_from_peers: u64,
     pub bytes_from_source: u64,
     pub bytes_uploaded: u64,
+    /// Pushes its children declined (`Msg::Skip`) before the piece even reached it: they
+    /// were asked of it, and it was not its uplink that made them late.
+    pub bytes_excused: u64,
     pub stalls: u32,
     pub buffer_ms: u64,
 }
@@ -242,6 +245,14 @@ pub enum Msg {
         plan: Plan,
         reply: bool,
     },
+    // --- appended -----------------------------------------------------------------------
+    /// Child → parent: do not push me these pieces of segment `seq`; I asked someone else
+    /// for them (the push was late). A parent drops them from its queue, so a late tree
+    /// does not spend its uplink on pieces that would arrive as duplicates.
+    Skip {
+        seq: u64,
+        pieces: PieceMap,
+    },
 }
 
 impl Msg {
@@ -267,7 +278,7 @@ impl Msg {
                 }
             }
             Msg::Header(h) => h.header.validate(),
-            Msg::Have { pieces, .. } => {
+            Msg::Have { pieces, .. } | Msg::Skip { pieces, .. } => {
                 if pieces.0.len() > limits::PIECES_PER_SEGMENT_MAX.div_ceil(8) {
                     Err("piece map too large")
                 } else {

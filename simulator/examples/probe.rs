@@ -19,6 +19,10 @@ fn main() {
     // Bytes each viewer had from the source at the previous step: where the origin's
     // upload goes, by how long ago the viewer joined.
     let mut from_source: std::collections::HashMap<meshtv_proto::NodeId, u64> = Default::default();
+    let mut last_bytes: std::collections::HashMap<meshtv_proto::NodeId, (u64, u64)> = Default::default();
+    let mut last_parents: std::collections::HashMap<meshtv_proto::NodeId, Vec<Option<meshtv_proto::NodeId>>> =
+        Default::default();
+    let mut last_up: std::collections::HashMap<meshtv_proto::NodeId, u64> = Default::default();
     while t < duration_s {
         let before = t;
         t = (t + step_s).min(duration_s);
@@ -47,6 +51,73 @@ fn main() {
             }
             partners += st.partners;
             children += st.children;
+        }
+        // By NAT kind: how many, their origin load, how many stripes have no parent, and
+        // how many of them are starving.
+        // Upload, what of it arrived as duplicates, and how many stripe parents changed.
+        let (mut up, mut dup, mut moved, mut dropped, mut excused, mut dup_pushed) =
+            (0u64, 0u64, 0usize, 0u64, 0u64, 0u64);
+        let mut parents_now = std::collections::HashMap::new();
+        for (id, p) in e.viewers() {
+            let st = p.stats(now);
+            let (u0, d0) = last_bytes.get(&id).copied().unwrap_or((0, 0));
+            up += st.bytes_uploaded - u0;
+            dropped += st.pushes_dropped;
+            excused += st.bytes_excused;
+            dup_pushed += st.bytes_duplicate_pushed;
+
+            dup += st.bytes_duplicate - d0;
+            last_bytes.insert(id, (st.bytes_uploaded, st.bytes_duplicate));
+            let ps = e.parents_of(id).unwrap_or_default();
+            if let Some(old) = last_parents.get(&id) {
+                moved += ps.iter().zip(old).filter(|(a, b)| a != b).count();
+            }
+            parents_now.insert(id, ps);
+        }
+        last_parents = parents_now;
+        // By upload class: upload used against capacity, children.
+        let mut classes: std::collections::BTreeMap<u64, (usize, u64, usize)> = Default::default();
+        for (id, p) in e.viewers() {
+            let st = p.stats(now);
+            let c = classes.entry(e.upload_bps_of(id).unwrap_or(0.0) as u64).or_default();
+            c.0 += 1;
+            c.1 += st.bytes_uploaded - last_up.get(&id).copied().unwrap_or(0);
+            c.2 += st.children;
+            last_up.insert(id, st.bytes_uploaded);
+        }
+        for (bps, (n, bytes, children)) in &classes {
+            eprintln!(
+                "    uplink {:>4.1} Mbit/s x {n:>5}: using {:>3.0}%, children {:.2}",
+                *bps as f64 / 1e6,
+                *bytes as f64 * 8.0 / (t - before) / (*bps as f64 * *n as f64) * 100.0,
+                *children as f64 / *n as f64
+            );
+        }
+        eprintln!(
+            "  viewers upload {:.0} Mbit/s, duplicates received {:.0} Mbit/s, stripe parents changed {moved}, \
+             pushes dropped so far {dropped}, excused so far {:.0} MB, duplicates pushed so far {:.0} MB",
+            up as f64 * 8.0 / (t - before) / 1e6,
+            dup as f64 * 8.0 / (t - before) / 1e6,
+            excused as f64 / 1e6,
+            dup_pushed as f64 / 1e6
+        );
+        let mut kinds: std::collections::BTreeMap<String, (usize, u64, usize, usize, usize)> = Default::default();
+        for (id, p) in e.viewers() {
+            let st = p.stats(now);
+            let kind = st.nat_report.as_ref().map_or("unknown".into(), |r| r.kind());
+            let k = kinds.entry(kind).or_default();
+            k.0 += 1;
+            k.1 += st.bytes_from_source - from_source.get(&id).copied().unwrap_or(0);
+            k.2 += e.parents_of(id).map_or(0, |ps| ps.iter().filter(|p| p.is_none()).count());
+            k.3 += (st.startup_s.is_some() && st.buffer_s < 0.5) as usize;
+            k.4 += st.children;
+        }
+        for (kind, (n, src, orphan, starving, children)) in &kinds {
+            eprintln!(
+                "    {kind:<22} {n:>5}: origin {:>5.0} Mbit/s, stripes without parent {orphan:>5}, starving {starving:>4}, children {:.2}",
+                *src as f64 * 8.0 / (t - before) / 1e6,
+                *children as f64 / *n as f64
+            );
         }
         from_source = next;
         let per = |x: usize| x as f64 / n.max(1) as f64;

@@ -358,6 +358,14 @@ impl Engine {
         self.nodes.get(id.0 as usize)?.as_ref().map(|s| &s.core)
     }
 
+    /// The stripe parents the tracker has given a viewer (for probes and tests).
+    pub fn parents_of(&self, id: NodeId) -> Option<Vec<Option<NodeId>>> {
+        match self.core(NodeId::TRACKER)? {
+            Core::Tracker(t) => t.parents(CHANNEL, id),
+            Core::Peer(_) => None,
+        }
+    }
+
     /// Live viewers, by id.
     pub fn viewers(&self) -> impl Iterator<Item = (NodeId, &Peer)> {
         self.nodes.iter().enumerate().filter_map(|(i, s)| {
@@ -998,6 +1006,12 @@ impl Engine {
     /// When the node joined (for tests).
     pub fn joined_at(&self, id: NodeId) -> Option<Time> {
         self.slot(id).map(|s| s.joined_at)
+    }
+
+    /// A viewer's upload capacity in the scenario (for probes).
+    pub fn upload_bps_of(&self, id: NodeId) -> Option<f64> {
+        let v = self.slot(id)?.viewer?;
+        Some(self.population[v as usize].upload_bps as f64)
     }
 
     pub fn queue_len(&self) -> usize {

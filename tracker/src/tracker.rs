@@ -454,7 +454,10 @@ impl Tracker {
             return;
         }
         let used = ch.trees.members.get(&from).map_or(0, |m| m.used_slots());
-        rec.capacity.report(now, report.bytes_uploaded, used, ch.descriptor.stripe_bps());
+        // What children declined before the piece even reached it counts as carried: the
+        // peer was asked for it, and only its own parent's lateness kept it from sending.
+        let carried = report.bytes_uploaded + report.bytes_excused;
+        rec.capacity.report(now, carried, used, ch.descriptor.stripe_bps());
         ch.trees.set_slots(from, rec.capacity.slots);
     }
 
@@ -676,5 +679,33 @@ mod tests {
         // A 40 Mbit/s viewer among its peers (20x the bitrate) offers 3x slots: 40 / 1.5 = 26.
         let m = &ch.trees.members[&NodeId(4)];
         assert_eq!(m.slots, 26);
+    }
+
+    #[test]
+    fn pushes_children_declined_before_the_piece_came_count_as_carried() {
+        // One viewer (2) carries another (3) in all four stripes: 2 Mbit/s asked of it.
+        // It uploads only a quarter of that; the rest its child declined (`Skip`) before
+        // the pieces reached it, because its own parent was late.
+        let slots_after = |excused_share: u64| {
+            let mut t = Tracker::new(TrackerConfig::default());
+            let mut out = Outbox::default();
+            let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            t.on_announce(Time::ZERO, NodeId(1), descriptor(), addr, 2_000_000, &mut out);
+            t.on_join(Time::ZERO, NodeId(2), "ch".into(), addr, 40_000_000, &mut out);
+            t.on_join(Time::ZERO, NodeId(3), "ch".into(), addr, 40_000_000, &mut out);
+            assert!(t.parents("ch", NodeId(3)).unwrap().iter().all(|p| *p == Some(NodeId(2))));
+            let asked_per_s = 2_000_000 / 8;
+            for s in 1..=12u64 {
+                let report = PeerReport {
+                    bytes_uploaded: s * asked_per_s / 4,
+                    bytes_excused: s * asked_per_s * excused_share / 4,
+                    ..Default::default()
+                };
+                t.on_message(Time::from_millis(s * 1000), NodeId(2), Msg::Heartbeat { report }, &mut out);
+            }
+            t.channels["ch"].trees.members[&NodeId(2)].slots
+        };
+        assert!(slots_after(3) >= 4, "declined before it had the pieces: not its fault");
+        assert_eq!(slots_after(0), 1, "a quarter of what was asked, with nothing excused: it cannot carry more");
     }
 }
