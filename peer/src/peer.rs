@@ -181,6 +181,11 @@ impl Peer {
         self.cfg.addr = addr;
     }
 
+    /// The segments held, with when their header and last piece came (for probes).
+    pub fn buffer(&self) -> &Buffer {
+        &self.buffer
+    }
+
     pub fn id(&self) -> NodeId {
         self.cfg.id
     }
@@ -459,7 +464,7 @@ impl Peer {
         self.push_queue.retain(|p| !(p.to == from && p.seq == seq && pieces.get(p.index as usize)));
         if self.push_queue.len() != before {
             self.stats.pushes_dropped += (before - self.push_queue.len()) as u64;
-            self.queued_bytes = self.push_queue.iter().map(|p| p.bytes as u64).sum();
+            self.queued_bytes = self.push_queue.iter().chain(&self.answer_queue).map(|p| p.bytes as u64).sum();
         }
         let map = self.skips.entry((from, seq)).or_insert_with(|| PieceMap::with_len(0));
         map.0.resize(map.0.len().max(pieces.0.len()), 0);
@@ -816,6 +821,7 @@ impl Peer {
         };
         let source = self.source.as_ref().map(|s| s.id);
         let mut wanted: Vec<Missing> = Vec::new();
+        let started = self.playback.started();
         let incomplete: Vec<u64> =
             self.buffer.range_from(from).filter(|(_, slot)| !slot.is_complete()).map(|(&s, _)| s).collect();
         let dues = self
@@ -844,7 +850,9 @@ impl Peer {
                     index,
                     time_left: due.since(now),
                     header_age: now.since(slot.header_at),
-                    push_wait: self.parents.get(stripe).is_some_and(|p| p.is_some()).then(|| {
+                    // Before playback a start piece is pulled at once from whoever has it:
+                    // the parent's catch-up push races the pull, and the loser is skipped.
+                    push_wait: (started && self.parents.get(stripe).is_some_and(|p| p.is_some())).then(|| {
                         let lag = self.push_lag.get(stripe).copied().unwrap_or_default();
                         (lag + PUSH_LAG_MARGIN).clamp(self.cfg.push_grace, PUSH_WAIT_MAX)
                     }),

@@ -85,6 +85,50 @@ fn main() {
             c.2 += st.children;
             last_up.insert(id, st.bytes_uploaded);
         }
+        // Startup by NAT kind and by upload class (viewers that started so far).
+        let mut startups: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+        for (id, p) in e.viewers() {
+            let st = p.stats(now);
+            let Some(s) = st.startup_s else { continue };
+            let kind = st.nat_report.as_ref().map_or("unknown".into(), |r| r.kind());
+            startups.entry(kind).or_default().push(s);
+            let class = format!("uplink {:.0} Mbit/s", e.upload_bps_of(id).unwrap_or(0.0) / 1e6);
+            let joined = e.joined_at(id).map_or(0.0, |j| j.as_secs_f64());
+            startups.entry(format!("joined at {:>3.0} s", (joined / 5.0).floor() * 5.0)).or_default().push(s);
+            startups.entry(class).or_default().push(s);
+        }
+        if std::env::var_os("TIMELINE").is_some() {
+            for (id, p) in
+                e.viewers().filter(|(id, _)| e.joined_at(*id).is_some_and(|j| j.as_secs_f64() < 8.0)).take(40)
+            {
+                let j = e.joined_at(id).unwrap();
+                let pb = p.playback();
+                let rel = |t: Time| t.since(j).as_secs_f64();
+                let st = p.stats(now);
+                let mut line = format!(
+                    "      {id:?} joined {:.2} start {:?} startup {:?} from source {} kB of {} kB:",
+                    j.as_secs_f64(),
+                    pb.start_seq,
+                    st.startup_s,
+                    st.bytes_from_source / 1000,
+                    (st.bytes_from_source + st.bytes_from_peers) / 1000
+                );
+                for (seq, slot) in p.buffer().iter().take(4) {
+                    line += &format!(
+                        " [{seq} created {:.2} header {:.2} complete {:?}]",
+                        slot.header.header.created_ms as f64 / 1000.0 - j.as_secs_f64(),
+                        rel(slot.header_at),
+                        slot.complete_at.map(|c| (rel(c) * 100.0).round() / 100.0)
+                    );
+                }
+                eprintln!("{line}");
+            }
+        }
+        for (k, v) in &mut startups {
+            v.sort_by(f64::total_cmp);
+            let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+            eprintln!("    startup {k:<22} p50 {:.2} s p95 {:.2} s ({} started)", q(0.5), q(0.95), v.len());
+        }
         for (bps, (n, bytes, children)) in &classes {
             eprintln!(
                 "    uplink {:>4.1} Mbit/s x {n:>5}: using {:>3.0}%, children {:.2}",
