@@ -57,6 +57,9 @@ pub struct PeerConfig {
     /// only wastes the uplink, and an origin asked by thousands must shed what it cannot
     /// send in time. `None`: every request is answered.
     pub uplink_bps: Option<u64>,
+    /// Short, so that a slow partner declines at once and the asker turns to a faster
+    /// one: in a simulated swarm on tight uplinks (2,000 viewers at 1.5x the bitrate),
+    /// 1 s gave a startup p95 of 4.1 s, 0.5 s 3.4 s, 0.3 s 3.1 s.
     pub serve_horizon: Duration,
     /// Most requests outstanding at the source (its fallback is for the few pieces the
     /// swarm could not bring in time, not a second feed).
@@ -90,7 +93,7 @@ impl PeerConfig {
             requests_per_partner_max: 16,
             children_max: 64,
             uplink_bps: None,
-            serve_horizon: Duration::from_millis(1000),
+            serve_horizon: Duration::from_millis(300),
             source_requests_max: 8,
             have_interval: Duration::from_millis(300),
             tick: Duration::from_millis(100),

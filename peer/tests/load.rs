@@ -17,6 +17,7 @@ fn source(uplink_bps: Option<u64>) -> Peer {
     let mut cfg =
         PeerConfig::new(NodeId(1), addr(), PeerRole::Source { descriptor: descriptor(&b), secret: b.secret() });
     cfg.uplink_bps = uplink_bps;
+    cfg.serve_horizon = Duration::from_secs(1);
     let mut p = Peer::new(cfg);
     let mut out = Outbox::default();
     p.on_start(Time::from_millis(1000), &mut out);
@@ -44,7 +45,7 @@ fn ask_all(p: &mut Peer, now: Time) -> (usize, usize) {
 
 #[test]
 fn a_busy_uplink_declines_pulls_it_could_not_answer_in_time() {
-    // 1 Mbit/s and the default 1 s horizon: 1 Mbit may wait on the uplink, i.e. 8 pieces of
+    // 1 Mbit/s and a 1 s horizon: 1 Mbit may wait on the uplink, i.e. 8 pieces of
     // 128 kbit (the 9th would make it 1.05 Mbit). The other 16 requests are declined at
     // once, so their askers turn elsewhere instead of waiting for a late answer.
     let mut p = source(Some(1_000_000));

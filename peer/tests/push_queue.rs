@@ -18,6 +18,8 @@ const TICK: TimerId = TimerId(1);
 fn source(b: &Broadcaster, uplink_bps: u64) -> Peer {
     let mut cfg = PeerConfig::new(SOURCE, addr(), PeerRole::Source { descriptor: descriptor(b), secret: b.secret() });
     cfg.uplink_bps = Some(uplink_bps);
+    // Room for a pull answer behind the queued pushes.
+    cfg.serve_horizon = Duration::from_secs(1);
     let mut p = Peer::new(cfg);
     p.on_start(Time::ZERO, &mut Outbox::default());
     p
