@@ -46,8 +46,9 @@ pub struct PeerConfig {
     pub source_fallback: Duration,
     /// A request unanswered for this long is retried elsewhere.
     pub request_timeout: Duration,
-    /// Most requests outstanding at one partner.
-    pub requests_per_partner_max: usize,
+    /// Most data asked of one partner and not yet received, in bytes (a count of requests
+    /// would make small pieces slow to fetch: the bound is on what is in flight).
+    pub partner_request_bytes_max: u64,
     /// Most children this peer serves, whatever the tracker says. An origin that serves
     /// every viewer (the simulator's origin-only baseline) raises it.
     pub children_max: usize,
@@ -61,9 +62,9 @@ pub struct PeerConfig {
     /// one: in a simulated swarm on tight uplinks (2,000 viewers at 1.5x the bitrate),
     /// 1 s gave a startup p95 of 4.1 s, 0.5 s 3.4 s, 0.3 s 3.1 s.
     pub serve_horizon: Duration,
-    /// Most requests outstanding at the source (its fallback is for the few pieces the
-    /// swarm could not bring in time, not a second feed).
-    pub source_requests_max: usize,
+    /// Most data asked of the source and not yet received, in bytes (its fallback is for
+    /// the few pieces the swarm could not bring in time, not a second feed).
+    pub source_request_bytes_max: u64,
     /// Partners hear of new pieces at most this often (each announcement lists a whole
     /// segment's map, so one message covers every piece that came since the last).
     pub have_interval: Duration,
@@ -90,11 +91,11 @@ impl PeerConfig {
             push_grace: Duration::from_millis(800),
             source_fallback: Duration::from_millis(1500),
             request_timeout: Duration::from_millis(1500),
-            requests_per_partner_max: 16,
+            partner_request_bytes_max: 1 << 20,
             children_max: 64,
             uplink_bps: None,
             serve_horizon: Duration::from_millis(300),
-            source_requests_max: 8,
+            source_request_bytes_max: 512 << 10,
             have_interval: Duration::from_millis(300),
             tick: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),

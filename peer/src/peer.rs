@@ -70,7 +70,7 @@ pub struct Peer {
     traversal: Traversal,
     /// Data queued on the uplink as this peer estimates it (see `PeerConfig::uplink_bps`).
     uplink: Backlog,
-    /// Requests outstanding at the source (bounded by `source_requests_max`).
+    /// Requests outstanding at the source (bounded by `source_request_bytes_max`).
     source_outstanding: usize,
     /// Whether this peer dialed the source for its fallback (dial once, not per request).
     source_dialed: bool,
@@ -815,9 +815,11 @@ impl Peer {
         let Some(from) = self.playback.wanted_from() else { return };
         let Some(d) = &self.descriptor else { return };
         let (stripes, target_ms) = (d.stripes, d.segment_duration_ms_target);
+        let per_piece = |bytes: u64| (bytes / d.piece_bytes.max(1) as u64).max(1) as usize;
+        let source_requests_max = per_piece(self.cfg.source_request_bytes_max);
         let policy = Policy {
             source_fallback: self.cfg.source_fallback,
-            requests_per_partner_max: self.cfg.requests_per_partner_max,
+            requests_per_partner_max: per_piece(self.cfg.partner_request_bytes_max),
         };
         let source = self.source.as_ref().map(|s| s.id);
         let mut wanted: Vec<Missing> = Vec::new();
@@ -889,7 +891,7 @@ impl Peer {
             }
             let someone_has =
                 held.as_ref().is_some_and(|(_, u)| u.get(m.index / 8).is_some_and(|b| b & (1 << (m.index % 8)) != 0));
-            let source_free = self.source_outstanding < self.cfg.source_requests_max;
+            let source_free = self.source_outstanding < source_requests_max;
             let may_fall_back = source_free && source.is_some() && m.time_left < policy.source_fallback;
             if !someone_has && !may_fall_back {
                 continue;

@@ -97,3 +97,35 @@ fn a_replaced_parent_stops_being_a_partner() {
     p.on_message(now, NodeId::TRACKER, assign(10, Vec::new()), &mut out);
     assert_eq!(p.stats(now).partners, 2, "parent 10 and mesh partner 3");
 }
+
+#[test]
+fn requests_in_flight_are_bounded_in_bytes_not_in_pieces() {
+    // A viewer that has nobody but the source, with 48 16 KiB pieces due now: the
+    // source may have 512 KiB in flight from it, i.e. 32 of these small pieces (a bound of
+    // eight requests would leave a small-piece stream crawling at start).
+    let b = Broadcaster::from_seed(9);
+    let mut p = Peer::new(PeerConfig::new(NodeId(100), addr(), PeerRole::Viewer { channel: "live".into() }));
+    let t0 = Time::from_millis(1000);
+    let mut out = Outbox::default();
+    p.on_start(t0, &mut out);
+    let source = PeerInfo { id: NodeId(1), addr: addr() };
+    p.on_message(t0, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(&b), source, live_edge: None }, &mut out);
+    let mut src = self::source(None);
+    let channel = descriptor(&b).id;
+    src.on_message(t0, NodeId(100), Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);
+    let mut headers = Outbox::default();
+    // The two start segments: 40 pieces and 8.
+    for (seq, pieces) in [(1, 40), (2, 8)] {
+        src.publish(t0, seq, 2000, &vec![7u8; pieces * PIECE_BYTES as usize], &mut headers);
+    }
+    for (to, m) in headers.sends {
+        if to == NodeId(100) && matches!(m, Msg::Header(_)) {
+            p.on_message(t0, NodeId(1), m, &mut out);
+        }
+    }
+    // Past the start budget: every missing piece is due, and only the source has them.
+    let mut out = Outbox::default();
+    p.on_timer(t0 + Duration::from_secs(3), TimerId(1), &mut out);
+    let asked = out.sends.iter().filter(|(to, m)| *to == NodeId(1) && matches!(m, Msg::Request { .. })).count();
+    assert_eq!(asked, (512 << 10) / PIECE_BYTES as usize);
+}
