@@ -1,203 +1,255 @@
-//! Runs one policy of a scenario and prints, every few simulated seconds, how far it is and
-//! what the flow model has cost so far (for profiling; no report is written):
+//! Runs one policy of a scenario and prints, every few simulated seconds, how the swarm is
+//! doing and what the flow model has cost so far (for diagnosis and profiling; no report
+//! is written):
 //! `cargo run --release -p meshtv-simulator --example probe -- SCENARIO [POLICY] [PEERS] [DURATION_S] [STEP_S]`.
+//! With `TIMELINE=1`, also the first segments of up to 40 viewers that joined in the first
+//! 8 s: when each header came and each segment completed, relative to joining.
 
 mod common;
 
-use meshtv_proto::Time;
+use meshtv_peer::{Peer, PeerStats};
+use meshtv_proto::{NodeId, Time};
 use meshtv_simulator::Engine;
+use std::collections::{BTreeMap, HashMap};
+
+/// One viewer at this step, with what it had at the previous one.
+struct Row<'a> {
+    id: NodeId,
+    peer: &'a Peer,
+    stats: PeerStats,
+    before: Seen,
+    parents: Vec<Option<NodeId>>,
+    /// Seconds since it joined.
+    age_s: f64,
+    upload_bps: f64,
+}
+
+/// A viewer's counters at the previous step.
+#[derive(Clone, Default)]
+struct Seen {
+    from_source: u64,
+    uploaded: u64,
+    duplicate: u64,
+    parents: Option<Vec<Option<NodeId>>>,
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (s, policy) = common::scenario_from_args(&args);
-    let duration_s = s.duration_s;
     let step_s: f64 = args.get(5).map_or(10.0, |d| d.parse().expect("step"));
     let mut e = Engine::new(&s, policy);
     let started = std::time::Instant::now();
     let mut t = 0.0;
     let mut source_bytes = 0u64;
-    // Bytes each viewer had from the source at the previous step: where the origin's
-    // upload goes, by how long ago the viewer joined.
-    let mut from_source: std::collections::HashMap<meshtv_proto::NodeId, u64> = Default::default();
-    let mut last_bytes: std::collections::HashMap<meshtv_proto::NodeId, (u64, u64)> = Default::default();
-    let mut last_parents: std::collections::HashMap<meshtv_proto::NodeId, Vec<Option<meshtv_proto::NodeId>>> =
-        Default::default();
-    let mut last_up: std::collections::HashMap<meshtv_proto::NodeId, u64> = Default::default();
-    while t < duration_s {
+    let mut seen: HashMap<NodeId, Seen> = HashMap::new();
+    while t < s.duration_s {
         let before = t;
-        t = (t + step_s).min(duration_s);
+        t = (t + step_s).min(s.duration_s);
         e.run_until(Time::from_secs_f64(t), &mut |_| {});
-        // Swarm health: what the viewers' own stats say now.
         let now = e.now();
-        let (mut n, mut playing, mut starving, mut buffer, mut partners, mut children) = (0, 0, 0, 0.0, 0, 0);
-        let mut by_age = [0u64; 4];
-        let mut next = std::collections::HashMap::new();
-        for (id, p) in e.viewers() {
-            let st = p.stats(now);
-            let age = e.joined_at(id).map_or(0.0, |j| now.since(j).as_secs_f64());
-            let k = match age {
-                a if a < 5.0 => 0,
-                a if a < 15.0 => 1,
-                a if a < 60.0 => 2,
-                _ => 3,
-            };
-            by_age[k] += st.bytes_from_source - from_source.get(&id).copied().unwrap_or(0);
-            next.insert(id, st.bytes_from_source);
-            n += 1;
-            if st.startup_s.is_some() {
-                playing += 1;
-                buffer += st.buffer_s;
-                starving += (st.buffer_s < 0.5) as usize;
-            }
-            partners += st.partners;
-            children += st.children;
-        }
-        // By NAT kind: how many, their origin load, how many stripes have no parent, and
-        // how many of them are starving.
-        // Upload, what of it arrived as duplicates, and how many stripe parents changed.
-        let (mut up, mut dup, mut moved, mut dropped, mut excused, mut dup_pushed) =
-            (0u64, 0u64, 0usize, 0u64, 0u64, 0u64);
-        let mut parents_now = std::collections::HashMap::new();
-        for (id, p) in e.viewers() {
-            let st = p.stats(now);
-            let (u0, d0) = last_bytes.get(&id).copied().unwrap_or((0, 0));
-            up += st.bytes_uploaded - u0;
-            dropped += st.pushes_dropped;
-            excused += st.bytes_excused;
-            dup_pushed += st.bytes_duplicate_pushed;
-
-            dup += st.bytes_duplicate - d0;
-            last_bytes.insert(id, (st.bytes_uploaded, st.bytes_duplicate));
-            let ps = e.parents_of(id).unwrap_or_default();
-            if let Some(old) = last_parents.get(&id) {
-                moved += ps.iter().zip(old).filter(|(a, b)| a != b).count();
-            }
-            parents_now.insert(id, ps);
-        }
-        last_parents = parents_now;
-        // By upload class: upload used against capacity, children.
-        let mut classes: std::collections::BTreeMap<u64, (usize, u64, usize)> = Default::default();
-        for (id, p) in e.viewers() {
-            let st = p.stats(now);
-            let c = classes.entry(e.upload_bps_of(id).unwrap_or(0.0) as u64).or_default();
-            c.0 += 1;
-            c.1 += st.bytes_uploaded - last_up.get(&id).copied().unwrap_or(0);
-            c.2 += st.children;
-            last_up.insert(id, st.bytes_uploaded);
-        }
-        // Startup by NAT kind and by upload class (viewers that started so far).
-        let mut startups: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
-        for (id, p) in e.viewers() {
-            let st = p.stats(now);
-            let Some(s) = st.startup_s else { continue };
-            let kind = st.nat_report.as_ref().map_or("unknown".into(), |r| r.kind());
-            startups.entry(kind).or_default().push(s);
-            let class = format!("uplink {:.0} Mbit/s", e.upload_bps_of(id).unwrap_or(0.0) / 1e6);
-            let joined = e.joined_at(id).map_or(0.0, |j| j.as_secs_f64());
-            startups.entry(format!("joined at {:>3.0} s", (joined / 5.0).floor() * 5.0)).or_default().push(s);
-            startups.entry(class).or_default().push(s);
-        }
+        let rows: Vec<Row> = e
+            .viewers()
+            .map(|(id, peer)| Row {
+                id,
+                peer,
+                stats: peer.stats(now),
+                before: seen.get(&id).cloned().unwrap_or_default(),
+                parents: e.parents_of(id).unwrap_or_default(),
+                age_s: e.joined_at(id).map_or(0.0, |j| now.since(j).as_secs_f64()),
+                upload_bps: e.upload_bps_of(id).unwrap_or(0.0),
+            })
+            .collect();
+        let mbps = |bytes: u64| bytes as f64 * 8.0 / (t - before) / 1e6;
         if std::env::var_os("TIMELINE").is_some() {
-            for (id, p) in
-                e.viewers().filter(|(id, _)| e.joined_at(*id).is_some_and(|j| j.as_secs_f64() < 8.0)).take(40)
-            {
-                let j = e.joined_at(id).unwrap();
-                let pb = p.playback();
-                let rel = |t: Time| t.since(j).as_secs_f64();
-                let st = p.stats(now);
-                let mut line = format!(
-                    "      {id:?} joined {:.2} start {:?} startup {:?} from source {} kB of {} kB:",
-                    j.as_secs_f64(),
-                    pb.start_seq,
-                    st.startup_s,
-                    st.bytes_from_source / 1000,
-                    (st.bytes_from_source + st.bytes_from_peers) / 1000
-                );
-                for (seq, slot) in p.buffer().iter().take(4) {
-                    line += &format!(
-                        " [{seq} created {:.2} header {:.2} complete {:?}]",
-                        slot.header.header.created_ms as f64 / 1000.0 - j.as_secs_f64(),
-                        rel(slot.header_at),
-                        slot.complete_at.map(|c| (rel(c) * 100.0).round() / 100.0)
-                    );
-                }
-                eprintln!("{line}");
-            }
+            timeline(&e, &rows);
         }
-        for (k, v) in &mut startups {
-            v.sort_by(f64::total_cmp);
-            let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
-            eprintln!("    startup {k:<22} p50 {:.2} s p95 {:.2} s ({} started)", q(0.5), q(0.95), v.len());
-        }
-        for (bps, (n, bytes, children)) in &classes {
-            eprintln!(
-                "    uplink {:>4.1} Mbit/s x {n:>5}: using {:>3.0}%, children {:.2}",
-                *bps as f64 / 1e6,
-                *bytes as f64 * 8.0 / (t - before) / (*bps as f64 * *n as f64) * 100.0,
-                *children as f64 / *n as f64
-            );
-        }
-        eprintln!(
-            "  viewers upload {:.0} Mbit/s, duplicates received {:.0} Mbit/s, stripe parents changed {moved}, \
-             pushes dropped so far {dropped}, excused so far {:.0} MB, duplicates pushed so far {:.0} MB",
-            up as f64 * 8.0 / (t - before) / 1e6,
-            dup as f64 * 8.0 / (t - before) / 1e6,
-            excused as f64 / 1e6,
-            dup_pushed as f64 / 1e6
-        );
-        let mut kinds: std::collections::BTreeMap<String, (usize, u64, usize, usize, usize)> = Default::default();
-        for (id, p) in e.viewers() {
-            let st = p.stats(now);
-            let kind = st.nat_report.as_ref().map_or("unknown".into(), |r| r.kind());
-            let k = kinds.entry(kind).or_default();
-            k.0 += 1;
-            k.1 += st.bytes_from_source - from_source.get(&id).copied().unwrap_or(0);
-            k.2 += e.parents_of(id).map_or(0, |ps| ps.iter().filter(|p| p.is_none()).count());
-            k.3 += (st.startup_s.is_some() && st.buffer_s < 0.5) as usize;
-            k.4 += st.children;
-        }
-        for (kind, (n, src, orphan, starving, children)) in &kinds {
-            eprintln!(
-                "    {kind:<22} {n:>5}: origin {:>5.0} Mbit/s, stripes without parent {orphan:>5}, starving {starving:>4}, children {:.2}",
-                *src as f64 * 8.0 / (t - before) / 1e6,
-                *children as f64 / *n as f64
-            );
-        }
-        from_source = next;
-        let per = |x: usize| x as f64 / n.max(1) as f64;
-        let src = e.counters.source_media_bytes - source_bytes;
+        startups(&e, &rows);
+        upload_classes(&rows, t - before);
+        uploads(&rows, &mbps);
+        nat_kinds(&rows, &mbps);
+        let source = e.counters.source_media_bytes - source_bytes;
         source_bytes = e.counters.source_media_bytes;
+        health(&rows, mbps(source));
+        origin_by_age(&rows, &mbps);
+        flow_cost(&e, t, started);
+        seen = rows
+            .into_iter()
+            .map(|r| {
+                let s = Seen {
+                    from_source: r.stats.bytes_from_source,
+                    uploaded: r.stats.bytes_uploaded,
+                    duplicate: r.stats.bytes_duplicate,
+                    parents: Some(r.parents),
+                };
+                (r.id, s)
+            })
+            .collect();
+    }
+}
+
+/// Quantiles of startup by NAT kind, by upload class and by when the viewer joined.
+fn startups(e: &Engine, rows: &[Row]) {
+    let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for r in rows {
+        let Some(s) = r.stats.startup_s else { continue };
+        groups.entry(nat_kind(&r.stats)).or_default().push(s);
+        groups.entry(format!("uplink {:.0} Mbit/s", r.upload_bps / 1e6)).or_default().push(s);
+        let joined = e.joined_at(r.id).map_or(0.0, |j| j.as_secs_f64());
+        groups.entry(format!("joined at {:>3.0} s", (joined / 5.0).floor() * 5.0)).or_default().push(s);
+    }
+    for (k, v) in &mut groups {
+        v.sort_by(f64::total_cmp);
+        let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+        eprintln!("    startup {k:<22} p50 {:.2} s p95 {:.2} s ({} started)", q(0.5), q(0.95), v.len());
+    }
+}
+
+/// Per upload class: how much of its uplink it used since the last step, and its children.
+fn upload_classes(rows: &[Row], secs: f64) {
+    let mut classes: BTreeMap<u64, (usize, u64, usize)> = BTreeMap::new();
+    for r in rows {
+        let c = classes.entry(r.upload_bps as u64).or_default();
+        c.0 += 1;
+        c.1 += r.stats.bytes_uploaded - r.before.uploaded;
+        c.2 += r.stats.children;
+    }
+    for (bps, (n, bytes, children)) in &classes {
         eprintln!(
-            "  playing {playing}/{n}, buffer < 0.5 s {starving}, mean buffer {:.2} s, partners {:.1}, children {:.1}, \
-             source {:.0} Mbit/s",
-            buffer / playing.max(1) as f64,
-            per(partners),
-            per(children),
-            src as f64 * 8.0 / (t - before) / 1e6,
-        );
-        let mbps = |b: u64| b as f64 * 8.0 / (t - before) / 1e6;
-        eprintln!(
-            "  origin to viewers by time since joining: < 5 s {:.0}, 5-15 s {:.0}, 15-60 s {:.0}, older {:.0} Mbit/s",
-            mbps(by_age[0]),
-            mbps(by_age[1]),
-            mbps(by_age[2]),
-            mbps(by_age[3])
-        );
-        let f = e.flows();
-        let c = &e.counters;
-        eprintln!(
-            "sim {t:>5.0}s wall {:>7.2}s events {:>10} viewers {:>6} live flows {:>6} flow updates {:>9} \
-             flows recomputed one by one {:>11} flows started {:>9} dials direct/relayed/failed {}/{}/{}",
-            started.elapsed().as_secs_f64(),
-            c.events,
-            e.viewers().count(),
-            f.live_flows(),
-            f.updates,
-            f.recomputed_flows,
-            c.flows_started,
-            c.dials_direct,
-            c.dials_relayed,
-            c.dials_failed,
+            "    uplink {:>4.1} Mbit/s x {n:>5}: using {:>3.0}%, children {:.2}",
+            *bps as f64 / 1e6,
+            *bytes as f64 * 8.0 / secs / (*bps as f64 * *n as f64) * 100.0,
+            *children as f64 / *n as f64
         );
     }
+}
+
+/// What the viewers uploaded, what arrived twice, and how many stripe parents changed.
+fn uploads(rows: &[Row], mbps: &dyn Fn(u64) -> f64) {
+    let sum = |f: &dyn Fn(&Row) -> u64| rows.iter().map(f).sum::<u64>();
+    let up = sum(&|r| r.stats.bytes_uploaded - r.before.uploaded);
+    let dup = sum(&|r| r.stats.bytes_duplicate - r.before.duplicate);
+    let moved: usize = rows
+        .iter()
+        .filter_map(|r| Some(r.parents.iter().zip(r.before.parents.as_ref()?).filter(|(a, b)| a != b).count()))
+        .sum();
+    eprintln!(
+        "  viewers upload {:.0} Mbit/s, duplicates received {:.0} Mbit/s, stripe parents changed {moved}, \
+         pushes dropped so far {}, excused so far {:.0} MB, duplicates pushed so far {:.0} MB",
+        mbps(up),
+        mbps(dup),
+        sum(&|r| r.stats.pushes_dropped),
+        sum(&|r| r.stats.bytes_excused) as f64 / 1e6,
+        sum(&|r| r.stats.bytes_duplicate_pushed) as f64 / 1e6
+    );
+}
+
+/// Per NAT kind: how many, their origin load, stripes without a parent, starving, children.
+fn nat_kinds(rows: &[Row], mbps: &dyn Fn(u64) -> f64) {
+    let mut kinds: BTreeMap<String, (usize, u64, usize, usize, usize)> = BTreeMap::new();
+    for r in rows {
+        let k = kinds.entry(nat_kind(&r.stats)).or_default();
+        k.0 += 1;
+        k.1 += r.stats.bytes_from_source - r.before.from_source;
+        k.2 += r.parents.iter().filter(|p| p.is_none()).count();
+        k.3 += (r.stats.startup_s.is_some() && r.stats.buffer_s < 0.5) as usize;
+        k.4 += r.stats.children;
+    }
+    for (kind, (n, src, orphan, starving, children)) in &kinds {
+        eprintln!(
+            "    {kind:<22} {n:>5}: origin {:>5.0} Mbit/s, stripes without parent {orphan:>5}, \
+             starving {starving:>4}, children {:.2}",
+            mbps(*src),
+            *children as f64 / *n as f64
+        );
+    }
+}
+
+/// Swarm health: what the viewers' own stats say now.
+fn health(rows: &[Row], source_mbps: f64) {
+    let n = rows.len().max(1) as f64;
+    let playing: Vec<&Row> = rows.iter().filter(|r| r.stats.startup_s.is_some()).collect();
+    let starving = playing.iter().filter(|r| r.stats.buffer_s < 0.5).count();
+    let buffer: f64 = playing.iter().map(|r| r.stats.buffer_s).sum();
+    eprintln!(
+        "  playing {}/{}, buffer < 0.5 s {starving}, mean buffer {:.2} s, partners {:.1}, children {:.1}, \
+         source {source_mbps:.0} Mbit/s",
+        playing.len(),
+        rows.len(),
+        buffer / playing.len().max(1) as f64,
+        rows.iter().map(|r| r.stats.partners).sum::<usize>() as f64 / n,
+        rows.iter().map(|r| r.stats.children).sum::<usize>() as f64 / n,
+    );
+}
+
+/// Where the origin's upload went since the last step, by how long ago each receiver joined.
+fn origin_by_age(rows: &[Row], mbps: &dyn Fn(u64) -> f64) {
+    let mut by_age = [0u64; 4];
+    for r in rows {
+        let k = match r.age_s {
+            a if a < 5.0 => 0,
+            a if a < 15.0 => 1,
+            a if a < 60.0 => 2,
+            _ => 3,
+        };
+        by_age[k] += r.stats.bytes_from_source - r.before.from_source;
+    }
+    eprintln!(
+        "  origin to viewers by time since joining: < 5 s {:.0}, 5-15 s {:.0}, 15-60 s {:.0}, older {:.0} Mbit/s",
+        mbps(by_age[0]),
+        mbps(by_age[1]),
+        mbps(by_age[2]),
+        mbps(by_age[3])
+    );
+}
+
+/// How far the run is and what the flow model has cost so far.
+fn flow_cost(e: &Engine, t: f64, started: std::time::Instant) {
+    let f = e.flows();
+    let c = &e.counters;
+    eprintln!(
+        "sim {t:>5.0}s wall {:>7.2}s events {:>10} viewers {:>6} live flows {:>6} flow updates {:>9} \
+         flows recomputed one by one {:>11} flows started {:>9} dials direct/relayed/failed {}/{}/{}",
+        started.elapsed().as_secs_f64(),
+        c.events,
+        e.viewers().count(),
+        f.live_flows(),
+        f.updates,
+        f.recomputed_flows,
+        c.flows_started,
+        c.dials_direct,
+        c.dials_relayed,
+        c.dials_failed,
+    );
+}
+
+/// For up to 40 early joiners: when the headers of their first segments came and when
+/// each segment completed, in seconds after joining.
+fn timeline(e: &Engine, rows: &[Row]) {
+    for r in rows.iter().filter(|r| e.joined_at(r.id).is_some_and(|j| j.as_secs_f64() < 8.0)).take(40) {
+        let Some(j) = e.joined_at(r.id) else { continue };
+        let rel = |t: Time| t.since(j).as_secs_f64();
+        let st = &r.stats;
+        let mut line = format!(
+            "      {:?} joined {:.2} start {:?} startup {:?} from source {} kB of {} kB:",
+            r.id,
+            j.as_secs_f64(),
+            r.peer.playback().start_seq,
+            st.startup_s,
+            st.bytes_from_source / 1000,
+            (st.bytes_from_source + st.bytes_from_peers) / 1000
+        );
+        for (seq, slot) in r.peer.buffer().iter().take(4) {
+            line += &format!(
+                " [{seq} created {:.2} header {:.2} complete {:?}]",
+                slot.header.header.created_ms as f64 / 1000.0 - j.as_secs_f64(),
+                rel(slot.header_at),
+                slot.complete_at.map(|c| (rel(c) * 100.0).round() / 100.0)
+            );
+        }
+        eprintln!("{line}");
+    }
+}
+
+fn nat_kind(st: &PeerStats) -> String {
+    st.nat_report.as_ref().map_or("unknown".into(), |r| r.kind())
 }
