@@ -228,10 +228,17 @@ impl Default for Network {
 }
 
 impl Scenario {
-    /// Reads a scenario from a file path or, failing that, a built-in name.
+    /// Reads a scenario from a file path or, failing that, a built-in name. Only a file
+    /// counts as a path: a directory of reports named after a scenario (as `--out` makes
+    /// them) must not hide the built-in of that name.
     pub fn load(path_or_name: &str) -> Result<Scenario, ScenarioError> {
-        let path = Path::new(path_or_name);
-        if path.exists() {
+        Scenario::load_in(Path::new("."), path_or_name)
+    }
+
+    /// [`Scenario::load`] with relative paths taken from `dir`.
+    fn load_in(dir: &Path, path_or_name: &str) -> Result<Scenario, ScenarioError> {
+        let path = dir.join(path_or_name);
+        if path.is_file() {
             let text = std::fs::read_to_string(path)
                 .map_err(|source| ScenarioError::Read { path: path_or_name.into(), source })?;
             return Scenario::parse(path_or_name, &text);
@@ -344,5 +351,15 @@ mod tests {
         assert!(matches!(Scenario::parse("t", "peers = 0"), Err(ScenarioError::Invalid { .. })));
         assert!(matches!(Scenario::parse("t", "policy = \"best\""), Err(ScenarioError::Invalid { .. })));
         assert!(matches!(Scenario::load("no-such-scenario"), Err(ScenarioError::Unknown(_))));
+    }
+
+    #[test]
+    fn a_directory_named_like_a_scenario_does_not_hide_it() {
+        // `meshtv simulate small --out small` leaves a directory `small` behind.
+        let dir = std::env::temp_dir().join(format!("meshtv-scenario-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("small")).unwrap();
+        let loaded = Scenario::load_in(&dir, "small");
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(loaded.unwrap().name, "small");
     }
 }
