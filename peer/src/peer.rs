@@ -272,7 +272,6 @@ impl Peer {
         };
         let header = SegmentHeader::describe(d.id, seq, duration_ms, now.as_millis(), d.piece_bytes, data);
         let signed = signer.sign(header);
-        let stripes = d.stripes;
         self.buffer.insert_header(signed.clone(), now);
         for child in self.children.keys() {
             out.send(*child, Msg::Header(signed.clone()));
@@ -280,7 +279,7 @@ impl Peer {
         for (index, chunk) in data.chunks(d.piece_bytes as usize).enumerate() {
             let piece = Bytes::copy_from_slice(chunk);
             self.buffer.offer(seq, index, piece.clone(), now);
-            self.push_to_children(now, None, seq, index, &piece, stripes, out);
+            self.push_to_children(now, None, seq, index, &piece, out);
         }
         self.buffer.evict_before(seq.saturating_sub(SOURCE_KEEP_SEGMENTS));
     }
@@ -293,12 +292,23 @@ impl Peer {
         self.descriptor.as_ref().map_or(1, |d| d.stripes)
     }
 
+    /// The parent of the stripe piece `index` belongs to, if it has one.
+    fn parent_of_piece(&self, index: usize) -> Option<NodeId> {
+        let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
+        self.parents.get(stripe)?.as_ref().map(|p| p.id)
+    }
+
+    /// Whether `child` said it gets piece `index` of `seq` elsewhere.
+    fn skipped(&self, child: NodeId, seq: u64, index: usize) -> bool {
+        self.skips.get(&(child, seq)).is_some_and(|m| m.get(index))
+    }
+
     /// Learns how late `from`'s pushes come, if it is the stripe parent of this piece.
     fn note_push_lag(&mut self, now: Time, from: NodeId, seq: u64, index: usize) {
-        let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
-        if self.parents.get(stripe).is_none_or(|p| p.as_ref().is_none_or(|p| p.id != from)) {
+        if self.parent_of_piece(index) != Some(from) {
             return;
         }
+        let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
         let Some(header_at) = self.buffer.get(seq).map(|s| s.header_at) else { return };
         let sample = now.since(header_at);
         if self.push_lag.len() <= stripe {
@@ -332,7 +342,6 @@ impl Peer {
         out.send(to, Msg::Piece { seq, index: index as u16, data });
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn push_to_children(
         &mut self,
         now: Time,
@@ -340,14 +349,13 @@ impl Peer {
         seq: u64,
         index: usize,
         data: &Bytes,
-        stripes: u8,
         out: &mut Outbox,
     ) {
-        let bit = 1u32 << SegmentHeader::stripe_of(index, stripes);
+        let bit = 1u32 << SegmentHeader::stripe_of(index, self.stripes());
         let targets: Vec<NodeId> =
             self.children.iter().filter(|(c, m)| *m & bit != 0 && Some(**c) != from).map(|(c, _)| *c).collect();
         for child in targets {
-            if self.skips.get(&(child, seq)).is_some_and(|m| m.get(index)) {
+            if self.skipped(child, seq, index) {
                 self.stats.bytes_excused += data.len() as u64;
             } else {
                 self.push(now, child, seq, index, data, out);
@@ -382,28 +390,29 @@ impl Peer {
         let Some(bps) = self.cfg.uplink_bps else { return };
         self.uplink.drain(now, bps);
         let ahead = bps as f64 * PUSH_AHEAD.as_secs_f64();
-        let stripes = self.stripes();
         while self.uplink.bits < ahead {
-            let Some(p) = self.push_queue.pop_front() else {
+            if let Some(p) = self.push_queue.pop_front() {
+                self.release_push(now, p, out);
+            } else if !self.answer_queue.is_empty() {
                 self.release_answer(now, out);
-                if self.answer_queue.is_empty() {
-                    break;
-                }
-                continue;
-            };
-            self.queued_bytes -= p.bytes as u64;
-            let index = p.index as usize;
-            let bit = 1u32 << SegmentHeader::stripe_of(index, stripes);
-            let wanted = self.children.get(&p.to).is_some_and(|m| m & bit != 0)
-                && !self.skips.get(&(p.to, p.seq)).is_some_and(|m| m.get(index))
-                && now.since(p.at) < PUSH_WAIT_MAX;
-            if !wanted {
-                self.stats.pushes_dropped += 1;
-                continue;
+            } else {
+                break;
             }
-            if let Some(data) = self.buffer.piece(p.seq, index).cloned() {
-                self.send_piece(p.to, p.seq, index, &data, out);
-            }
+        }
+    }
+
+    /// Sends a push taken off the queue, or drops it if nobody wants it any more.
+    fn release_push(&mut self, now: Time, p: Queued, out: &mut Outbox) {
+        self.queued_bytes -= p.bytes as u64;
+        let index = p.index as usize;
+        let bit = 1u32 << SegmentHeader::stripe_of(index, self.stripes());
+        let wanted = self.children.get(&p.to).is_some_and(|m| m & bit != 0)
+            && !self.skipped(p.to, p.seq, index)
+            && now.since(p.at) < PUSH_WAIT_MAX;
+        if !wanted {
+            self.stats.pushes_dropped += 1;
+        } else if let Some(data) = self.buffer.piece(p.seq, index).cloned() {
+            self.send_piece(p.to, p.seq, index, &data, out);
         }
     }
 
@@ -444,8 +453,7 @@ impl Peer {
     /// when the pull was only asked: a push still racing a slow pull is often the one that
     /// arrives first.
     fn note_skip(&mut self, from: NodeId, seq: u64, index: usize) {
-        let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
-        let Some(parent) = self.parents.get(stripe).and_then(|p| p.as_ref()).map(|p| p.id) else { return };
+        let Some(parent) = self.parent_of_piece(index) else { return };
         if parent != from {
             let pieces = slot_len_of(&self.buffer, seq);
             self.skips_to_send.entry((parent, seq)).or_insert_with(|| PieceMap::with_len(pieces)).set(index);
@@ -460,17 +468,18 @@ impl Peer {
         if !self.children.contains_key(&from) || seq < low || seq > high {
             return;
         }
-        let before = self.push_queue.len();
-        self.push_queue.retain(|p| !(p.to == from && p.seq == seq && pieces.get(p.index as usize)));
-        if self.push_queue.len() != before {
-            self.stats.pushes_dropped += (before - self.push_queue.len()) as u64;
-            self.queued_bytes = self.push_queue.iter().chain(&self.answer_queue).map(|p| p.bytes as u64).sum();
-        }
-        let map = self.skips.entry((from, seq)).or_insert_with(|| PieceMap::with_len(0));
-        map.0.resize(map.0.len().max(pieces.0.len()), 0);
-        for (m, b) in map.0.iter_mut().zip(&pieces.0) {
-            *m |= b;
-        }
+        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
+        self.push_queue.retain(|p| {
+            let skip = p.to == from && p.seq == seq && pieces.get(p.index as usize);
+            if skip {
+                dropped += 1;
+                dropped_bytes += p.bytes as u64;
+            }
+            !skip
+        });
+        self.stats.pushes_dropped += dropped;
+        self.queued_bytes -= dropped_bytes;
+        self.skips.entry((from, seq)).or_default().union_with(&pieces);
     }
 
     /// The lowest segment still of interest: older ones are neither stored nor asked for.
@@ -545,13 +554,11 @@ impl Peer {
                 }
                 self.note_push_lag(now, from, seq, index);
                 self.note_skip(from, seq, index);
-                let stripes = self.stripes();
-                self.push_to_children(now, Some(from), seq, index, &data, stripes, out);
+                self.push_to_children(now, Some(from), seq, index, &data, out);
             }
             Offer::Duplicate => {
                 self.stats.bytes_duplicate += len;
-                let stripe = SegmentHeader::stripe_of(index, self.stripes()) as usize;
-                if self.parents.get(stripe).is_some_and(|p| p.as_ref().is_some_and(|p| p.id == from)) {
+                if self.parent_of_piece(index) == Some(from) {
                     self.stats.bytes_duplicate_pushed += len;
                 }
             }
@@ -864,7 +871,7 @@ impl Peer {
         // Which pieces of a segment any partner announced, computed once per segment: most
         // missing pieces are held by nobody yet, and for those `decide` would only scan
         // every partner to wait (drawing nothing from the RNG), so it is not asked.
-        let mut held: Option<(u64, Vec<u8>)> = None;
+        let mut held: Option<(u64, PieceMap)> = None;
         for m in wanted {
             if let Some((node, at)) = self.requested.get(&(m.seq, m.index)).copied() {
                 if now.since(at) < self.cfg.request_timeout {
@@ -878,19 +885,13 @@ impl Peer {
                 }
             }
             if held.as_ref().is_none_or(|(s, _)| *s != m.seq) {
-                let mut union: Vec<u8> = Vec::new();
-                for p in self.partners.values() {
-                    if let Some(map) = p.have.get(&m.seq) {
-                        union.resize(union.len().max(map.0.len()), 0);
-                        for (u, b) in union.iter_mut().zip(&map.0) {
-                            *u |= b;
-                        }
-                    }
+                let mut union = PieceMap::default();
+                for map in self.partners.values().filter_map(|p| p.have.get(&m.seq)) {
+                    union.union_with(map);
                 }
                 held = Some((m.seq, union));
             }
-            let someone_has =
-                held.as_ref().is_some_and(|(_, u)| u.get(m.index / 8).is_some_and(|b| b & (1 << (m.index % 8)) != 0));
+            let someone_has = held.as_ref().is_some_and(|(_, u)| u.get(m.index));
             let source_free = self.source_outstanding < source_requests_max;
             let may_fall_back = source_free && source.is_some() && m.time_left < policy.source_fallback;
             if !someone_has && !may_fall_back {

@@ -35,6 +35,18 @@ fn publish(p: &mut Peer, now: Time, out: &mut Outbox) {
     p.publish(now, 0, 2000, &vec![7u8; 8 * PIECE_BYTES as usize], out);
 }
 
+/// A source with `uplink_bps` and `children` subscribed to every stripe, having published
+/// segment 0 at `t0`; with what it sent then.
+fn publishing(b: &Broadcaster, uplink_bps: u64, children: &[NodeId], t0: Time) -> (Peer, Outbox) {
+    let mut p = source(b, uplink_bps);
+    for &c in children {
+        subscribe(&mut p, b, c);
+    }
+    let mut out = Outbox::default();
+    publish(&mut p, t0, &mut out);
+    (p, out)
+}
+
 /// The pieces sent, in order: (to, index).
 fn pieces(out: &Outbox) -> Vec<(NodeId, u16)> {
     out.sends
@@ -58,13 +70,9 @@ fn a_child_that_gets_the_pieces_elsewhere_is_not_pushed_them() {
     let b = Broadcaster::from_seed(9);
     // 1 Mbit/s: a 128 kbit piece takes 131 ms, so about one piece is on the wire at a time
     // and the other fifteen pushes wait in the peer.
-    let mut p = source(&b, 1_000_000);
     let (a, c) = (NodeId(100), NodeId(101));
-    subscribe(&mut p, &b, a);
-    subscribe(&mut p, &b, c);
     let t0 = Time::from_millis(1000);
-    let mut out = Outbox::default();
-    publish(&mut p, t0, &mut out);
+    let (mut p, mut out) = publishing(&b, 1_000_000, &[a, c], t0);
     assert_eq!(pieces(&out), vec![(a, 0), (c, 0)], "two pushes go at once, the rest wait");
     // Child c has the rest from elsewhere.
     let all = PieceMap::full(8);
@@ -75,11 +83,7 @@ fn a_child_that_gets_the_pieces_elsewhere_is_not_pushed_them() {
     assert_eq!(sent.iter().filter(|(to, _)| *to == c).count(), 1, "c only the one already sent");
     assert_eq!(p.stats(t0).pushes_dropped, 7);
     // Without the skip both get all eight: the queue itself loses nothing.
-    let mut p = source(&b, 1_000_000);
-    subscribe(&mut p, &b, a);
-    subscribe(&mut p, &b, c);
-    let mut out = Outbox::default();
-    publish(&mut p, t0, &mut out);
+    let (mut p, mut out) = publishing(&b, 1_000_000, &[a, c], t0);
     run(&mut p, t0, 3, &mut out);
     assert_eq!(pieces(&out).len(), 16);
 }
@@ -87,12 +91,9 @@ fn a_child_that_gets_the_pieces_elsewhere_is_not_pushed_them() {
 #[test]
 fn pull_answers_wait_behind_the_pushes() {
     let b = Broadcaster::from_seed(9);
-    let mut p = source(&b, 2_000_000);
     let (child, asker) = (NodeId(100), NodeId(200));
-    subscribe(&mut p, &b, child);
     let t0 = Time::from_millis(1000);
-    let mut out = Outbox::default();
-    publish(&mut p, t0, &mut out);
+    let (mut p, mut out) = publishing(&b, 2_000_000, &[child], t0);
     let pushed_at_once = pieces(&out).len();
     assert!(pushed_at_once < 8, "some pushes wait");
     // Asked while pushes wait: accepted (nothing declined), but sent after them.

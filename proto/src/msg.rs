@@ -145,6 +145,13 @@ impl PieceMap {
     pub fn get(&self, i: usize) -> bool {
         self.0.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
     }
+    /// Adds every piece `other` has (the map grows to the longer of the two).
+    pub fn union_with(&mut self, other: &PieceMap) {
+        self.0.resize(self.0.len().max(other.0.len()), 0);
+        for (m, b) in self.0.iter_mut().zip(&other.0) {
+            *m |= b;
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

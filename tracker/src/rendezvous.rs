@@ -114,6 +114,11 @@ impl Rendezvous {
         nat::traversal(self.reach(a), self.reach(b))
     }
 
+    /// Whether `a` and `b` connect without the relay.
+    pub fn direct(&self, a: NodeId, b: NodeId) -> bool {
+        self.path(a, b) == Path::Direct
+    }
+
     /// A peer's request (`answer` false) or answer (`answer` true). `addr_of` gives the
     /// address a node announced, for nodes without a NAT report.
     #[allow(clippy::too_many_arguments)]

@@ -6,7 +6,6 @@ use crate::chandelier::Chandelier;
 use crate::rendezvous::Rendezvous;
 use meshtv_proto::media::ChannelDescriptor;
 use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
-use meshtv_proto::nat::Path;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
 use serde::Serialize;
@@ -324,7 +323,7 @@ impl Tracker {
         let mut room = relayed_edges_max(self.cfg.relay_bps, &ch.descriptor).saturating_sub(ch.relayed_edges);
         let before = room;
         let rendezvous = &self.rendezvous;
-        let changed = ch.trees.fill(node, &mut self.rng, &|p| rendezvous.path(node, p) == Path::Direct, &mut room);
+        let changed = ch.trees.fill(node, &mut self.rng, &|p| rendezvous.direct(node, p), &mut room);
         ch.relayed_edges += before - room;
         changed
     }
@@ -336,9 +335,8 @@ impl Tracker {
         let Some(ch) = self.channels.get_mut(channel) else { return };
         let max = relayed_edges_max(self.cfg.relay_bps, &ch.descriptor);
         let Some(m) = ch.trees.members.get(&node) else { return };
-        let relayed: Vec<usize> = (0..m.parents.len())
-            .filter(|&s| m.parents[s].is_some_and(|p| self.rendezvous.path(node, p) != Path::Direct))
-            .collect();
+        let relayed: Vec<usize> =
+            (0..m.parents.len()).filter(|&s| m.parents[s].is_some_and(|p| !self.rendezvous.direct(node, p))).collect();
         let mut cut = false;
         for s in relayed {
             if ch.relayed_edges < max {
@@ -363,7 +361,7 @@ impl Tracker {
         let mut relayed = Vec::new();
         for (&id, m) in &ch.trees.members {
             for (s, p) in m.parents.iter().enumerate() {
-                if p.is_some_and(|p| self.rendezvous.path(id, p) != Path::Direct) {
+                if p.is_some_and(|p| !self.rendezvous.direct(id, p)) {
                     relayed.push((id, s));
                 }
             }
@@ -391,7 +389,7 @@ impl Tracker {
             // Partners it reaches without the relay first; relayed ones only to make up
             // the number.
             let want = self.cfg.partners_per_peer;
-            let direct = |id: NodeId| ok(id) && self.rendezvous.path(node, id) == Path::Direct;
+            let direct = |id: NodeId| ok(id) && self.rendezvous.direct(node, id);
             let mut pool = ch.trees.roster.sample(want, &mut self.rng, direct);
             if pool.len() < want {
                 let more = ch.trees.roster.sample(want - pool.len(), &mut self.rng, |id| ok(id) && !pool.contains(&id));
