@@ -968,6 +968,11 @@ impl Node for Peer {
     fn on_start(&mut self, now: Time, out: &mut Outbox) {
         self.playback = Playback::new(now, self.cfg.start_segments);
         self.playback.start_budget = self.cfg.start_budget;
+        // The NAT first: the tracker fills the join with parents and mesh partners this
+        // peer reaches without the relay only if it knows the NAT by then.
+        if let Some(report) = self.traversal.report() {
+            out.send(NodeId::TRACKER, Msg::NatReport { report: report.clone() });
+        }
         match &self.cfg.role {
             PeerRole::Source { descriptor, .. } => out.send(
                 NodeId::TRACKER,
@@ -977,9 +982,6 @@ impl Node for Peer {
                 NodeId::TRACKER,
                 Msg::Join { channel: channel.clone(), addr: self.cfg.addr, upload_bps: self.cfg.upload_bps },
             ),
-        }
-        if let Some(report) = self.traversal.report() {
-            out.send(NodeId::TRACKER, Msg::NatReport { report: report.clone() });
         }
         self.tick(now, out);
     }

@@ -328,8 +328,8 @@ impl Tracker {
         changed
     }
 
-    /// A member's NAT became known (it reports it just after joining, when it already
-    /// has parents): its edges that turn out to need the relay count against the budget,
+    /// A member's NAT became known after it joined (a driver that measured it late), when
+    /// it already has parents: its edges that turn out to need the relay count against the budget,
     /// and those beyond it are given up for direct parents where any has room.
     fn on_nat_known(&mut self, channel: &str, node: NodeId, out: &mut Outbox) {
         let Some(ch) = self.channels.get_mut(channel) else { return };
@@ -555,11 +555,12 @@ impl Node for Tracker {
             Msg::BadPeer { peer } => self.on_bad_peer(from, peer, out),
             Msg::Leave => self.drop_node(now, from, out),
             Msg::NatReport { report } => {
+                // A peer reports its NAT before it joins, so that its join is filled with
+                // parents and partners it can reach without the relay. The report is
+                // dropped with the connection (`drop_node`), joined or not.
+                self.rendezvous.report(from, report);
                 if let Some(channel) = self.nodes.get(&from).map(|r| r.channel.clone()) {
-                    self.rendezvous.report(from, report);
                     self.on_nat_known(&channel, from, out);
-                } else {
-                    tracing::debug!(peer = %from, "NAT report from a peer that has not joined; ignored");
                 }
             }
             Msg::Rendezvous { peer, offer, answer } => {
@@ -654,6 +655,44 @@ mod tests {
         t.drop_node(Time::ZERO, NodeId(3), &mut out);
         t.on_timer(Time::from_millis(500), TICK, &mut out);
         assert_eq!(parents(&t, 4).iter().flatten().count(), 2);
+    }
+
+    #[test]
+    fn a_nat_reported_before_the_join_gets_partners_reached_without_the_relay() {
+        let mut t = Tracker::new(TrackerConfig { policy: Policy::Tree, ..Default::default() });
+        t.rendezvous.relay = true;
+        let mut out = Outbox::default();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        t.on_announce(Time::ZERO, NodeId(1), descriptor(), addr, 8_000_000, &mut out);
+        // Four viewers without a NAT and twelve behind symmetric NATs, which reach each
+        // other only through the relay.
+        for id in 2..=17 {
+            if id > 5 {
+                t.on_message(Time::ZERO, NodeId(id), Msg::NatReport { report: symmetric(id) }, &mut out);
+            }
+            t.on_join(Time::ZERO, NodeId(id), "ch".into(), addr, 40_000_000, &mut out);
+        }
+        // A symmetric newcomer reports first, as peers do: all four partners are the ones
+        // it reaches directly.
+        let newcomer = NodeId(40);
+        let mut out = Outbox::default();
+        t.on_message(Time::ZERO, newcomer, Msg::NatReport { report: symmetric(40) }, &mut out);
+        t.on_join(Time::ZERO, newcomer, "ch".into(), addr, 40_000_000, &mut out);
+        let partners: Vec<NodeId> = out
+            .sends
+            .iter()
+            .find_map(|(to, m)| match m {
+                Msg::Assign { partners, .. } if *to == newcomer => Some(partners.iter().map(|p| p.id).collect()),
+                _ => None,
+            })
+            .expect("the join is answered with an assignment");
+        let mut sorted = partners.clone();
+        sorted.sort();
+        assert_eq!(sorted, (2..=5).map(NodeId).collect::<Vec<_>>(), "partners {partners:?}");
+        // The report goes with the connection, joined or not.
+        t.on_message(Time::ZERO, NodeId(50), Msg::NatReport { report: symmetric(50) }, &mut out);
+        t.on_disconnect(Time::ZERO, NodeId(50), &mut out);
+        assert!(t.rendezvous.nat(NodeId(50)).is_none());
     }
 
     #[test]
