@@ -455,17 +455,35 @@ impl Peer {
     fn note_skip(&mut self, from: NodeId, seq: u64, index: usize) {
         let Some(parent) = self.parent_of_piece(index) else { return };
         if parent != from {
-            let pieces = slot_len_of(&self.buffer, seq);
-            self.skips_to_send.entry((parent, seq)).or_insert_with(|| PieceMap::with_len(pieces)).set(index);
+            self.queue_skip(parent, seq, index);
         }
     }
 
-    /// A child gets these pieces elsewhere: forget them, queued or still to come.
+    /// Adds a piece to the next `Skip` to `to` (sent at the next tick).
+    fn queue_skip(&mut self, to: NodeId, seq: u64, index: usize) {
+        let pieces = slot_len_of(&self.buffer, seq);
+        self.skips_to_send.entry((to, seq)).or_insert_with(|| PieceMap::with_len(pieces)).set(index);
+    }
+
+    /// A peer gets these pieces elsewhere: forget the answers still queued for it, and
+    /// for a child the pushes too, queued or still to come.
     fn on_skip(&mut self, from: NodeId, seq: u64, pieces: PieceMap) {
-        // Only segments this peer could still push: the map stays bounded by the window.
+        // Only segments this peer could still send: the map stays bounded by the window.
         let low = self.window_low();
         let high = low + self.cfg.keep_behind_segments + WINDOW_AHEAD_SEGMENTS;
-        if !self.children.contains_key(&from) || seq < low || seq > high {
+        if seq < low || seq > high {
+            return;
+        }
+        let mut answers_bytes = 0u64;
+        self.answer_queue.retain(|a| {
+            let skip = a.to == from && a.seq == seq && pieces.get(a.index as usize);
+            if skip {
+                answers_bytes += a.bytes as u64;
+            }
+            !skip
+        });
+        self.queued_bytes -= answers_bytes;
+        if !self.children.contains_key(&from) {
             return;
         }
         let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
@@ -531,10 +549,15 @@ impl Peer {
     }
 
     fn on_piece(&mut self, now: Time, from: NodeId, seq: u64, index: usize, data: Bytes, out: &mut Outbox) {
-        if let Some((asked, _)) = self.requested.get(&(seq, index)) {
-            if *asked == from {
+        // The node asked for it, if not the sender, still owes an answer; it is told to
+        // forget it only if the piece is stored here (below).
+        let mut asked_elsewhere = None;
+        if let Some(&(asked, _)) = self.requested.get(&(seq, index)) {
+            if asked == from {
                 self.requested.remove(&(seq, index));
                 self.settled(from);
+            } else {
+                asked_elsewhere = Some(asked);
             }
         }
         if self.is_source() || !self.in_window(seq) {
@@ -554,6 +577,11 @@ impl Peer {
                 }
                 self.note_push_lag(now, from, seq, index);
                 self.note_skip(from, seq, index);
+                if let Some(asked) = asked_elsewhere {
+                    self.requested.remove(&(seq, index));
+                    self.settled(asked);
+                    self.queue_skip(asked, seq, index);
+                }
                 self.push_to_children(now, Some(from), seq, index, &data, out);
             }
             Offer::Duplicate => {
@@ -776,8 +804,8 @@ impl Peer {
             if !self.skips.is_empty() {
                 self.skips.retain(|(_, s), _| *s >= low);
             }
-            for ((parent, seq), pieces) in std::mem::take(&mut self.skips_to_send) {
-                out.send(parent, Msg::Skip { seq, pieces });
+            for ((to, seq), pieces) in std::mem::take(&mut self.skips_to_send) {
+                out.send(to, Msg::Skip { seq, pieces });
             }
         }
         self.release_pushes(now, out);

@@ -193,3 +193,63 @@ fn a_piece_from_elsewhere_is_skipped_at_the_parent_with_the_next_tick() {
         .collect();
     assert_eq!(skips, vec![(parent, 0, vec![1])]);
 }
+
+#[test]
+fn an_answer_still_queued_is_dropped_when_the_asker_skips_it() {
+    let b = Broadcaster::from_seed(9);
+    let (child, asker) = (NodeId(100), NodeId(200));
+    let t0 = Time::from_millis(1000);
+    let (mut p, mut out) = publishing(&b, 2_000_000, &[child], t0);
+    p.on_message(t0, asker, Msg::Request { seq: 0, index: 3, urgent: true }, &mut out);
+    // The asker got piece 3 from someone else while its answer waited behind the pushes.
+    let mut map = PieceMap::with_len(8);
+    map.set(3);
+    p.on_message(t0, asker, Msg::Skip { seq: 0, pieces: map }, &mut out);
+    run(&mut p, t0, 2, &mut out);
+    let sent = pieces(&out);
+    assert_eq!(sent.len(), 8, "the child gets its eight pushes: {sent:?}");
+    assert!(sent.iter().all(|(to, _)| *to == child), "nothing goes to the asker: {sent:?}");
+}
+
+#[test]
+fn a_piece_that_came_while_asked_of_a_partner_is_skipped_there() {
+    let b = Broadcaster::from_seed(9);
+    let (me, parent, partner) = (NodeId(100), NodeId(50), NodeId(60));
+    let (header, pieces_of_0) = segment_zero(&b, me);
+    let mut out = Outbox::default();
+    let mut p = viewer(&b, me, 10_000_000, &mut out);
+    let info = |id| Some(PeerInfo { id, addr: addr() });
+    let assign = Msg::Assign { parents: vec![info(parent); 4], partners: vec![info(partner).unwrap()] };
+    p.on_message(Time::ZERO, NodeId::TRACKER, assign, &mut out);
+    let t = Time::from_millis(1100);
+    p.on_message(t, parent, header, &mut out);
+    p.on_message(t, partner, Msg::Have { seq: 0, pieces: PieceMap::full(8) }, &mut out);
+    // Before playback, start pieces are asked of the partner at once.
+    let mut out = Outbox::default();
+    p.on_timer(t + Duration::from_millis(100), TICK, &mut out);
+    let asked: Vec<u16> = out
+        .sends
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Msg::Request { index, .. } if *to == partner => Some(*index),
+            _ => None,
+        })
+        .collect();
+    assert!(asked.contains(&0) && asked.contains(&1), "asked of the partner: {asked:?}");
+    // The parent's pushes of pieces 0 and 1 win the race.
+    let t = t + Duration::from_millis(150);
+    for m in pieces_of_0.into_iter().take(2) {
+        p.on_message(t, parent, m, &mut out);
+    }
+    let mut out = Outbox::default();
+    p.on_timer(t + Duration::from_millis(100), TICK, &mut out);
+    let skips: Vec<_> = out
+        .sends
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Msg::Skip { seq, pieces } => Some((*to, *seq, (0..8).filter(|&i| pieces.get(i)).collect::<Vec<_>>())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skips, vec![(partner, 0, vec![0, 1])]);
+}

@@ -253,9 +253,11 @@ pub enum Msg {
         reply: bool,
     },
     // --- appended -----------------------------------------------------------------------
-    /// Child → parent: do not push me these pieces of segment `seq`; I asked someone else
-    /// for them (the push was late). A parent drops them from its queue, so a late tree
-    /// does not spend its uplink on pieces that would arrive as duplicates.
+    /// Do not send me these pieces of segment `seq`, I have them or get them elsewhere.
+    /// Child → parent when the push was late: the parent drops them from its push queue,
+    /// so a late tree does not spend its uplink on pieces that would arrive as
+    /// duplicates. Peer → a node it asked for a piece that came first from someone else:
+    /// that node drops the answer if it is still queued.
     Skip {
         seq: u64,
         pieces: PieceMap,
