@@ -831,13 +831,13 @@ impl Peer {
     /// segment only once. Asks a partner that announced it, else the source.
     fn fetch_missing_headers(&mut self, now: Time, out: &mut Outbox) {
         let Some(from) = self.playback.wanted_from() else { return };
-        let announced = self.partners.values().filter_map(|p| p.have.keys().next_back().copied()).max();
+        let announced = self.partners.values().filter_map(|p| p.have.newest()).max();
         let Some(newest) = self.buffer.newest().max(announced) else { return };
         for seq in from..=newest.min(from + WINDOW_AHEAD_SEGMENTS) {
             if self.buffer.get(seq).is_some() {
                 continue;
             }
-            let holder = self.partners.iter().find(|(_, p)| p.have.contains_key(&seq)).map(|(id, _)| *id);
+            let holder = self.partners.iter().find(|(_, p)| p.have.contains(seq)).map(|(id, _)| *id);
             if let Some(to) = holder.or(self.source.as_ref().map(|s| s.id)) {
                 self.ask_header(now, to, seq, out);
             }
@@ -909,12 +909,12 @@ impl Peer {
                 self.settled(node);
                 if let Some(p) = self.partners.get_mut(&node) {
                     // It did not deliver: do not count on its map for this segment.
-                    p.have.remove(&m.seq);
+                    p.have.remove(m.seq);
                 }
             }
             if held.as_ref().is_none_or(|(s, _)| *s != m.seq) {
                 let mut union = PieceMap::default();
-                for map in self.partners.values().filter_map(|p| p.have.get(&m.seq)) {
+                for map in self.partners.values().filter_map(|p| p.have.get(m.seq)) {
                     union.union_with(map);
                 }
                 held = Some((m.seq, union));
@@ -973,7 +973,7 @@ impl Peer {
 /// Whether some partner announced one of the pieces of segment `seq` still missing here.
 fn partners_hold_missing(partners: &BTreeMap<NodeId, PartnerView>, seq: u64, pieces: &[Option<Bytes>]) -> bool {
     partners.values().any(|p| {
-        p.have.get(&seq).is_some_and(|map| pieces.iter().enumerate().any(|(i, piece)| piece.is_none() && map.get(i)))
+        p.have.get(seq).is_some_and(|map| pieces.iter().enumerate().any(|(i, piece)| piece.is_none() && map.get(i)))
     })
 }
 
@@ -1088,7 +1088,7 @@ impl Node for Peer {
                     self.requested.remove(&(seq, index as usize));
                     self.settled(from);
                     if let Some(p) = self.partners.get_mut(&from) {
-                        p.have.remove(&seq);
+                        p.have.remove(seq);
                     }
                 }
             }

@@ -9,14 +9,14 @@
 use meshtv_proto::msg::PieceMap;
 use meshtv_proto::NodeId;
 use rand::Rng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 /// What the scheduler knows of a partner.
 #[derive(Debug, Default)]
 pub struct PartnerView {
     /// Piece maps the partner announced, by segment.
-    pub have: BTreeMap<u64, PieceMap>,
+    pub have: HaveMaps,
     /// Requests sent to it and not yet answered.
     pub outstanding: usize,
 }
@@ -24,16 +24,71 @@ pub struct PartnerView {
 /// Most segments of a partner's piece maps remembered.
 pub const HAVE_SEGMENTS_MAX: usize = 32;
 
+/// A partner's piece maps by segment, the newest `HAVE_SEGMENTS_MAX` kept. Kept in order
+/// in one short array rather than a tree: every tick looks up each partner's maps for
+/// each missing segment, and announcements nearly always add the newest segment at the
+/// end (in a simulated 10^4-viewer crowd, tree lookups and inserts were a sixth of all
+/// the time spent).
+#[derive(Debug, Default)]
+pub struct HaveMaps(VecDeque<(u64, PieceMap)>);
+
+impl HaveMaps {
+    fn find(&self, seq: u64) -> Result<usize, usize> {
+        // Most lookups are for the newest segments: try the end first.
+        match self.0.back() {
+            Some(&(last, _)) if last == seq => Ok(self.0.len() - 1),
+            Some(&(last, _)) if last < seq => Err(self.0.len()),
+            _ => self.0.binary_search_by_key(&seq, |(s, _)| *s),
+        }
+    }
+
+    pub fn get(&self, seq: u64) -> Option<&PieceMap> {
+        self.find(seq).ok().map(|i| &self.0[i].1)
+    }
+
+    pub fn contains(&self, seq: u64) -> bool {
+        self.find(seq).is_ok()
+    }
+
+    /// The newest segment announced.
+    pub fn newest(&self) -> Option<u64> {
+        self.0.back().map(|(s, _)| *s)
+    }
+
+    pub fn remove(&mut self, seq: u64) {
+        if let Ok(i) = self.find(seq) {
+            self.0.remove(i);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Records `seq`'s map (replacing an older one), then forgets the oldest segments
+    /// beyond `HAVE_SEGMENTS_MAX`.
+    fn insert(&mut self, seq: u64, pieces: PieceMap) {
+        match self.find(seq) {
+            Ok(i) => self.0[i].1 = pieces,
+            Err(i) => self.0.insert(i, (seq, pieces)),
+        }
+        while self.0.len() > HAVE_SEGMENTS_MAX {
+            self.0.pop_front();
+        }
+    }
+}
+
 impl PartnerView {
     pub fn has(&self, seq: u64, index: usize) -> bool {
-        self.have.get(&seq).is_some_and(|m| m.get(index))
+        self.have.get(seq).is_some_and(|m| m.get(index))
     }
 
     pub fn record_have(&mut self, seq: u64, pieces: PieceMap) {
         self.have.insert(seq, pieces);
-        while self.have.len() > HAVE_SEGMENTS_MAX {
-            self.have.pop_first();
-        }
     }
 }
 
@@ -148,6 +203,35 @@ mod tests {
             decide(&missing(700, 100, true), &partners, Some(src), &policy(), &mut rng),
             Decision::Ask { node: src, urgent: true }
         );
+    }
+
+    #[test]
+    fn have_maps_keep_the_newest_segments_in_any_arrival_order() {
+        // Against a sorted map as the model: announcements out of order, repeated,
+        // removed, and beyond the bound.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let mut maps = HaveMaps::default();
+        let mut model: BTreeMap<u64, PieceMap> = BTreeMap::new();
+        for step in 0..2000u64 {
+            let seq = step / 4 + rng.gen_range(0..40);
+            if rng.gen_range(0..10) == 0 {
+                maps.remove(seq);
+                model.remove(&seq);
+                continue;
+            }
+            let mut m = PieceMap::with_len(8);
+            m.set((step % 8) as usize);
+            maps.insert(seq, m.clone());
+            model.insert(seq, m);
+            while model.len() > HAVE_SEGMENTS_MAX {
+                model.pop_first();
+            }
+            assert_eq!(maps.len(), model.len());
+            assert_eq!(maps.newest(), model.keys().next_back().copied());
+            for probe in seq.saturating_sub(50)..seq + 50 {
+                assert_eq!(maps.get(probe), model.get(&probe), "segment {probe} at step {step}");
+            }
+        }
     }
 
     #[test]
