@@ -14,6 +14,11 @@ const VIEWER: NodeId = NodeId(100);
 
 /// The signed headers of segments `0..n`, as the source pushes them to a child.
 fn headers(b: &Broadcaster, n: u64) -> Vec<Msg> {
+    segments(b, n).into_iter().map(|(h, _)| h).collect()
+}
+
+/// The header and pieces of segments `0..n`, as the source pushes them to a child.
+fn segments(b: &Broadcaster, n: u64) -> Vec<(Msg, Vec<Msg>)> {
     let cfg = PeerConfig::new(NodeId(1), addr(), PeerRole::Source { descriptor: descriptor(b), secret: b.secret() });
     let mut src = Peer::new(cfg);
     let mut out = Outbox::default();
@@ -24,11 +29,21 @@ fn headers(b: &Broadcaster, n: u64) -> Vec<Msg> {
     for seq in 0..n {
         let mut out = Outbox::default();
         src.publish(Time::from_millis(seq * 2000), seq, 2000, &vec![7u8; 8 * PIECE_BYTES as usize], &mut out);
-        found.extend(
-            out.sends.into_iter().filter(|(to, m)| *to == VIEWER && matches!(m, Msg::Header(_))).map(|(_, m)| m),
-        );
+        let mut msgs = out.sends.into_iter().filter(|(to, _)| *to == VIEWER).map(|(_, m)| m);
+        let header = msgs.next().expect("a header first");
+        assert!(matches!(header, Msg::Header(_)));
+        found.push((header, msgs.collect()));
     }
     found
+}
+
+/// A viewer welcomed into the channel at `t0`.
+fn welcomed(b: &Broadcaster, t0: Time, out: &mut Outbox) -> Peer {
+    let mut p = Peer::new(PeerConfig::new(VIEWER, addr(), PeerRole::Viewer { channel: "live".into() }));
+    p.on_start(t0, out);
+    let source = PeerInfo { id: NodeId(1), addr: addr() };
+    p.on_message(t0, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(b), source, live_edge: None }, out);
+    p
 }
 
 /// A viewer that hears of segment 0 at once and of segments 1..=3 only `later`: where does
@@ -37,12 +52,9 @@ fn start_after_news(later: Duration) -> Option<u64> {
     let b = Broadcaster::from_seed(9);
     let hs = headers(&b, 4);
     assert_eq!(hs.len(), 4);
-    let mut p = Peer::new(PeerConfig::new(VIEWER, addr(), PeerRole::Viewer { channel: "live".into() }));
     let t0 = Time::from_millis(10_000);
     let mut out = Outbox::default();
-    p.on_start(t0, &mut out);
-    let source = PeerInfo { id: NodeId(1), addr: addr() };
-    p.on_message(t0, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(&b), source, live_edge: None }, &mut out);
+    let mut p = welcomed(&b, t0, &mut out);
     let mut hs = hs.into_iter();
     p.on_message(t0, NodeId(1), hs.next().unwrap(), &mut out);
     assert_eq!(p.playback().start_seq, Some(0));
@@ -63,4 +75,31 @@ fn a_start_segment_left_behind_is_given_up_only_while_the_start_budget_lasts() {
     // what it started gathering rather than throw it away for segments it would also
     // fall behind on.
     assert_eq!(start_after_news(Duration::from_millis(5000)), Some(0));
+}
+
+#[test]
+fn a_start_segment_half_here_is_kept_while_the_edge_is_one_segment_beyond_a_jump() {
+    let b = Broadcaster::from_seed(9);
+    let mut segs = segments(&b, 5).into_iter();
+    let t0 = Time::from_millis(10_000);
+    let mut out = Outbox::default();
+    let mut p = welcomed(&b, t0, &mut out);
+    let (header, pieces) = segs.next().unwrap();
+    p.on_message(t0, NodeId(1), header, &mut out);
+    for m in pieces.into_iter().take(4) {
+        p.on_message(t0, NodeId(1), m, &mut out);
+    }
+    // Segments 1..=3 are announced: without half of segment 0 here, the start would move
+    // to 2 (see above); with it, it stays.
+    let t = t0 + Duration::from_millis(1000);
+    for (header, _) in segs.by_ref().take(3) {
+        p.on_message(t, NodeId(1), header, &mut out);
+    }
+    p.on_timer(t, TimerId(1), &mut out);
+    assert_eq!(p.playback().start_seq, Some(0));
+    // One more, and it would start two segments further behind than a jump: it moves.
+    let (header, _) = segs.next().unwrap();
+    p.on_message(t, NodeId(1), header, &mut out);
+    p.on_timer(t + Duration::from_millis(100), TimerId(1), &mut out);
+    assert_eq!(p.playback().start_seq, Some(3));
 }

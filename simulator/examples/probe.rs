@@ -3,7 +3,8 @@
 //! is written):
 //! `cargo run --release -p meshtv-simulator --example probe -- SCENARIO [POLICY] [PEERS] [DURATION_S] [STEP_S]`.
 //! With `TIMELINE=1`, also the first segments of up to 40 viewers that joined in the first
-//! 8 s: when each header came and each segment completed, relative to joining.
+//! 8 s (or in the 8 s from `TIMELINE_FROM` seconds): when each header came and each
+//! segment completed, relative to joining.
 
 mod common;
 
@@ -222,10 +223,13 @@ fn flow_cost(e: &Engine, t: f64, started: std::time::Instant) {
     );
 }
 
-/// For up to 40 early joiners: when the headers of their first segments came and when
-/// each segment completed, in seconds after joining.
+/// For up to 40 viewers that joined in an 8 s window (`TIMELINE_FROM`, default 0): when the
+/// headers of their first segments came and when each segment completed, in seconds after
+/// joining.
 fn timeline(e: &Engine, rows: &[Row]) {
-    for r in rows.iter().filter(|r| e.joined_at(r.id).is_some_and(|j| j.as_secs_f64() < 8.0)).take(40) {
+    let from: f64 = std::env::var("TIMELINE_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let joined_in_window = |j: Time| (from..from + 8.0).contains(&j.as_secs_f64());
+    for r in rows.iter().filter(|r| e.joined_at(r.id).is_some_and(joined_in_window)).take(40) {
         let Some(j) = e.joined_at(r.id) else { continue };
         let rel = |t: Time| t.since(j).as_secs_f64();
         let st = &r.stats;
