@@ -274,7 +274,7 @@ impl Peer {
         let signed = signer.sign(header);
         self.buffer.insert_header(signed.clone(), now);
         for child in self.children.keys() {
-            out.send(*child, Msg::Header(signed.clone()));
+            out.send(*child, Msg::Header(Box::new(signed.clone())));
         }
         for (index, chunk) in data.chunks(d.piece_bytes as usize).enumerate() {
             let piece = Bytes::copy_from_slice(chunk);
@@ -537,7 +537,7 @@ impl Peer {
         }
         for child in self.children.keys() {
             if *child != from {
-                out.send(*child, Msg::Header(signed.clone()));
+                out.send(*child, Msg::Header(Box::new(signed.clone())));
             }
         }
         // Pieces that overtook this header can be checked now.
@@ -743,7 +743,7 @@ impl Peer {
         let stripe_count = self.stripes();
         for seq in newest.into_iter().rev() {
             let Some(slot) = self.buffer.get(seq) else { continue };
-            out.send(from, Msg::Header(slot.header.clone()));
+            out.send(from, Msg::Header(Box::new(slot.header.clone())));
             let pieces: Vec<(usize, Bytes)> = slot
                 .pieces
                 .iter()
@@ -828,7 +828,7 @@ impl Peer {
                 stalls: self.playback.stalls,
                 buffer_ms: (buffer_s * 1000.0) as u64,
             };
-            out.send(NodeId::TRACKER, Msg::Heartbeat { report });
+            out.send(NodeId::TRACKER, Msg::Heartbeat { report: Box::new(report) });
         }
         out.set_timer(now + self.cfg.tick, TICK);
     }
@@ -1006,12 +1006,16 @@ impl Node for Peer {
         // The NAT first: the tracker fills the join with parents and mesh partners this
         // peer reaches without the relay only if it knows the NAT by then.
         if let Some(report) = self.traversal.report() {
-            out.send(NodeId::TRACKER, Msg::NatReport { report: report.clone() });
+            out.send(NodeId::TRACKER, Msg::NatReport { report: Box::new(report.clone()) });
         }
         match &self.cfg.role {
             PeerRole::Source { descriptor, .. } => out.send(
                 NodeId::TRACKER,
-                Msg::Announce { descriptor: descriptor.clone(), addr: self.cfg.addr, upload_bps: self.cfg.upload_bps },
+                Msg::Announce {
+                    descriptor: Box::new(descriptor.clone()),
+                    addr: self.cfg.addr,
+                    upload_bps: self.cfg.upload_bps,
+                },
             ),
             PeerRole::Viewer { channel } => out.send(
                 NodeId::TRACKER,
@@ -1036,7 +1040,7 @@ impl Node for Peer {
             }
             Msg::Welcome { descriptor, source, .. } if from_tracker && !self.is_source() => {
                 self.parents = vec![None; descriptor.stripes as usize];
-                self.descriptor = Some(descriptor);
+                self.descriptor = Some(*descriptor);
                 self.source = Some(source);
             }
             Msg::Registered { .. } if from_tracker => {}
@@ -1060,10 +1064,10 @@ impl Node for Peer {
                     }
                 }
             }
-            Msg::Header(h) => self.on_header(now, from, h, out),
+            Msg::Header(h) => self.on_header(now, from, *h, out),
             Msg::GetHeader { seq } => {
                 if let Some(slot) = self.buffer.get(seq) {
-                    out.send(from, Msg::Header(slot.header.clone()));
+                    out.send(from, Msg::Header(Box::new(slot.header.clone())));
                 }
             }
             Msg::Have { seq, pieces } => {

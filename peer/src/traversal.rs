@@ -44,7 +44,7 @@ impl Traversal {
     pub fn connect(&mut self, peer: PeerInfo, out: &mut Outbox) {
         out.dial(peer.clone());
         if self.report.is_some() {
-            out.send(NodeId::TRACKER, Msg::Rendezvous { peer: peer.id, offer: self.offer(), answer: false });
+            out.send(NodeId::TRACKER, Msg::Rendezvous { peer: peer.id, offer: Box::new(self.offer()), answer: false });
         } else {
             self.note(peer.addr);
         }
@@ -55,7 +55,7 @@ impl Traversal {
     pub fn on_introduce(&mut self, peer: NodeId, plan: &Plan, reply: bool, out: &mut Outbox) {
         if reply && self.report.is_some() {
             // Before the plan's targets are counted: its first punch is the next mapping.
-            out.send(NodeId::TRACKER, Msg::Rendezvous { peer, offer: self.offer(), answer: true });
+            out.send(NodeId::TRACKER, Msg::Rendezvous { peer, offer: Box::new(self.offer()), answer: true });
         }
         for t in &plan.targets {
             self.note(*t);

@@ -79,7 +79,12 @@ fn a_replaced_parent_stops_being_a_partner() {
     p.on_start(now, &mut out);
     let info = |id: u64| PeerInfo { id: NodeId(id), addr: addr() };
     let source = info(1);
-    p.on_message(now, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(&b), source, live_edge: None }, &mut out);
+    p.on_message(
+        now,
+        NodeId::TRACKER,
+        Msg::Welcome { descriptor: Box::new(descriptor(&b)), source, live_edge: None },
+        &mut out,
+    );
     // Parent 2 in every stripe, one mesh partner (3).
     let assign = |parent: u64, partners: Vec<PeerInfo>| Msg::Assign { parents: vec![Some(info(parent)); 4], partners };
     p.on_message(now, NodeId::TRACKER, assign(2, vec![info(3)]), &mut out);
@@ -109,7 +114,12 @@ fn requests_in_flight_are_bounded_in_bytes_not_in_pieces() {
     let mut out = Outbox::default();
     p.on_start(t0, &mut out);
     let source = PeerInfo { id: NodeId(1), addr: addr() };
-    p.on_message(t0, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(&b), source, live_edge: None }, &mut out);
+    p.on_message(
+        t0,
+        NodeId::TRACKER,
+        Msg::Welcome { descriptor: Box::new(descriptor(&b)), source, live_edge: None },
+        &mut out,
+    );
     let mut src = self::source(None);
     let channel = descriptor(&b).id;
     src.on_message(t0, NodeId(100), Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);

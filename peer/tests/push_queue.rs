@@ -131,7 +131,12 @@ fn viewer(b: &Broadcaster, id: NodeId, uplink_bps: u64, out: &mut Outbox) -> Pee
     let mut p = Peer::new(cfg);
     p.on_start(Time::ZERO, out);
     let source = PeerInfo { id: SOURCE, addr: addr() };
-    p.on_message(Time::ZERO, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(b), source, live_edge: None }, out);
+    p.on_message(
+        Time::ZERO,
+        NodeId::TRACKER,
+        Msg::Welcome { descriptor: Box::new(descriptor(b)), source, live_edge: None },
+        out,
+    );
     p
 }
 

@@ -42,7 +42,12 @@ fn welcomed(b: &Broadcaster, t0: Time, out: &mut Outbox) -> Peer {
     let mut p = Peer::new(PeerConfig::new(VIEWER, addr(), PeerRole::Viewer { channel: "live".into() }));
     p.on_start(t0, out);
     let source = PeerInfo { id: NodeId(1), addr: addr() };
-    p.on_message(t0, NodeId::TRACKER, Msg::Welcome { descriptor: descriptor(b), source, live_edge: None }, out);
+    p.on_message(
+        t0,
+        NodeId::TRACKER,
+        Msg::Welcome { descriptor: Box::new(descriptor(b)), source, live_edge: None },
+        out,
+    );
     p
 }
 

@@ -72,12 +72,16 @@ mod tests {
         let addr = "127.0.0.1:4000".parse().unwrap();
         let data = vec![9u8; 40000];
         vec![
-            Msg::Announce { descriptor: descriptor.clone(), addr, upload_bps: 1 },
+            Msg::Announce { descriptor: Box::new(descriptor.clone()), addr, upload_bps: 1 },
             Msg::Join { channel: "demo".into(), addr, upload_bps: 5 },
-            Msg::Welcome { descriptor, source: PeerInfo { id: NodeId(3), addr }, live_edge: Some(4) },
+            Msg::Welcome {
+                descriptor: Box::new(descriptor),
+                source: PeerInfo { id: NodeId(3), addr },
+                live_edge: Some(4),
+            },
             Msg::Reject { reason: RejectReason::UnknownChannel },
             Msg::Assign { parents: vec![None, Some(PeerInfo { id: NodeId(2), addr })], partners: vec![] },
-            Msg::Header(b.sign(SegmentHeader::describe(id, 1, 2000, 5, 16384, &data))),
+            Msg::Header(Box::new(b.sign(SegmentHeader::describe(id, 1, 2000, 5, 16384, &data)))),
             Msg::Have { seq: 3, pieces: PieceMap::full(5) },
             Msg::Skip { seq: 3, pieces: PieceMap::full(5) },
             Msg::Request { seq: 3, index: 2, urgent: true },

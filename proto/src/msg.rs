@@ -154,12 +154,15 @@ impl PieceMap {
     }
 }
 
+/// Everything nodes say to each other. Large, rare payloads are boxed so that a `Msg`
+/// stays small: every message is moved through outboxes and the simulator's event queue
+/// (168 bytes unboxed, 72 now; boxing changes nothing on the wire).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
     // --- peer → tracker -------------------------------------------------------------
     /// A source registers its channel. `addr` is where viewers can dial it.
     Announce {
-        descriptor: ChannelDescriptor,
+        descriptor: Box<ChannelDescriptor>,
         addr: SocketAddr,
         upload_bps: u64,
     },
@@ -171,7 +174,7 @@ pub enum Msg {
     },
     /// Liveness and the peer's counters; silent peers are expired.
     Heartbeat {
-        report: PeerReport,
+        report: Box<PeerReport>,
     },
     /// A peer accuses another of sending a piece that failed its hash.
     BadPeer {
@@ -181,7 +184,7 @@ pub enum Msg {
     // --- tracker → peer -------------------------------------------------------------
     /// Accepted a Join: the channel, and its source for urgent fallback.
     Welcome {
-        descriptor: ChannelDescriptor,
+        descriptor: Box<ChannelDescriptor>,
         source: PeerInfo,
         live_edge: Option<u64>,
     },
@@ -209,7 +212,7 @@ pub enum Msg {
     Partner {
         channel: ChannelId,
     },
-    Header(SignedHeader),
+    Header(Box<SignedHeader>),
     GetHeader {
         seq: u64,
     },
@@ -236,20 +239,20 @@ pub enum Msg {
     // --- NAT traversal (appended, so that older variants keep their wire numbers) -----
     /// The peer's NAT, measured by its driver (sent once, after Join or Announce).
     NatReport {
-        report: NatReport,
+        report: Box<NatReport>,
     },
     /// Rendezvous: connect me to `peer` (`answer` false), or my answer to an introduction
     /// (`answer` true); `offer` says where my packets toward it will come from.
     Rendezvous {
         peer: NodeId,
-        offer: Offer,
+        offer: Box<Offer>,
         answer: bool,
     },
     /// Rendezvous: how to connect to `peer`. With `reply`, the peer answers with its own
     /// `Rendezvous { answer: true }` so that the other side's plan can be made.
     Introduce {
         peer: NodeId,
-        plan: Plan,
+        plan: Box<Plan>,
         reply: bool,
     },
     // --- appended -----------------------------------------------------------------------
@@ -318,5 +321,17 @@ impl Msg {
     /// True for messages that carry media (counted as media bytes, not control).
     pub fn is_media(&self) -> bool {
         matches!(self, Msg::Piece { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_stays_small() {
+        // A piece (sequence, index, shared bytes) is the most common message; nothing
+        // larger than a join should be stored inline.
+        assert!(std::mem::size_of::<Msg>() <= 72, "Msg is {} bytes", std::mem::size_of::<Msg>());
     }
 }

@@ -135,7 +135,7 @@ impl Rendezvous {
     ) {
         let Some(peer_addr) = addr_of(peer) else {
             tracing::info!(%from, %peer, "rendezvous with an unknown peer refused");
-            out.send(from, Msg::Introduce { peer, plan: Plan::unreachable(), reply: false });
+            out.send(from, Msg::Introduce { peer, plan: Box::new(Plan::unreachable()), reply: false });
             return;
         };
         let key = (from.min(peer), from.max(peer));
@@ -146,7 +146,7 @@ impl Rendezvous {
             }
             if self.sessions.len() >= SESSIONS_MAX {
                 tracing::warn!(%from, %peer, "too many rendezvous under way; refused");
-                out.send(from, Msg::Introduce { peer, plan: Plan::unreachable(), reply: false });
+                out.send(from, Msg::Introduce { peer, plan: Box::new(Plan::unreachable()), reply: false });
                 return;
             }
             let token = rng.gen::<u64>().max(1);
@@ -172,7 +172,7 @@ impl Rendezvous {
                     }
                     _ => Plan::unreachable(),
                 };
-                out.send(from, Msg::Introduce { peer, plan, reply: false });
+                out.send(from, Msg::Introduce { peer, plan: Box::new(plan), reply: false });
             }
             return;
         }
@@ -181,7 +181,7 @@ impl Rendezvous {
             let target = peer_report.as_ref().map_or(peer_addr, |r| r.reflexive);
             if session.planned.insert(from) {
                 let plan = Plan { token, targets: vec![target], dial: true, punch: false, direct_ms, relay };
-                out.send(from, Msg::Introduce { peer, plan, reply: false });
+                out.send(from, Msg::Introduce { peer, plan: Box::new(plan), reply: false });
             }
             return;
         }
@@ -212,7 +212,7 @@ impl Rendezvous {
             };
             let reply = !offers.contains_key(&side);
             session.planned.insert(side);
-            out.send(side, Msg::Introduce { peer: other, plan, reply });
+            out.send(side, Msg::Introduce { peer: other, plan: Box::new(plan), reply });
         }
     }
 }
@@ -284,7 +284,7 @@ mod tests {
         out.sends
             .iter()
             .filter_map(|(to, m)| match m {
-                Msg::Introduce { peer, plan, reply } => Some((*to, *peer, plan.clone(), *reply)),
+                Msg::Introduce { peer, plan, reply } => Some((*to, *peer, (**plan).clone(), *reply)),
                 _ => None,
             })
             .collect()

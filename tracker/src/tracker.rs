@@ -310,7 +310,7 @@ impl Tracker {
             },
         );
         let Some(source) = self.info(source) else { return };
-        out.send(from, Msg::Welcome { descriptor, source, live_edge: None });
+        out.send(from, Msg::Welcome { descriptor: Box::new(descriptor), source, live_edge: None });
         self.fill(&channel, from);
         self.send_assignment(&channel, from, true, out);
     }
@@ -542,14 +542,14 @@ impl Node for Tracker {
                 if let Err(e) = descriptor.validate() {
                     out.send(from, Msg::Reject { reason: RejectReason::BadDescriptor(e.into()) });
                 } else {
-                    self.on_announce(now, from, descriptor, addr, upload_bps, out);
+                    self.on_announce(now, from, *descriptor, addr, upload_bps, out);
                 }
             }
             Msg::Join { channel, addr, upload_bps } => self.on_join(now, from, channel, addr, upload_bps, out),
             Msg::Heartbeat { report } => {
                 self.measure(now, from, &report);
                 if let Some(r) = self.nodes.get_mut(&from) {
-                    r.report = report;
+                    r.report = *report;
                 }
             }
             Msg::BadPeer { peer } => self.on_bad_peer(from, peer, out),
@@ -558,7 +558,7 @@ impl Node for Tracker {
                 // A peer reports its NAT before it joins, so that its join is filled with
                 // parents and partners it can reach without the relay. The report is
                 // dropped with the connection (`drop_node`), joined or not.
-                self.rendezvous.report(from, report);
+                self.rendezvous.report(from, *report);
                 if let Some(channel) = self.nodes.get(&from).map(|r| r.channel.clone()) {
                     self.on_nat_known(&channel, from, out);
                 }
@@ -569,7 +569,7 @@ impl Node for Tracker {
                 } else {
                     let nodes = &self.nodes;
                     let addr_of = |n: NodeId| nodes.get(&n).map(|r| r.addr);
-                    self.rendezvous.on_request(now, &mut self.rng, from, peer, offer, answer, addr_of, out);
+                    self.rendezvous.on_request(now, &mut self.rng, from, peer, *offer, answer, addr_of, out);
                 }
             }
             other => tracing::debug!(peer = %from, ?other, "unexpected message at tracker ignored"),
@@ -644,7 +644,7 @@ mod tests {
         t.on_announce(Time::ZERO, NodeId(1), descriptor(), addr, 4 * stripe_bps, &mut out);
         for id in 2..=4 {
             t.on_join(Time::ZERO, NodeId(id), "ch".into(), addr, 40_000_000, &mut out);
-            t.on_message(Time::ZERO, NodeId(id), Msg::NatReport { report: symmetric(id) }, &mut out);
+            t.on_message(Time::ZERO, NodeId(id), Msg::NatReport { report: Box::new(symmetric(id)) }, &mut out);
         }
         let parents = |t: &Tracker, id| t.parents("ch", NodeId(id)).unwrap();
         assert!(parents(&t, 2).iter().all(|p| *p == Some(NodeId(1))), "the first viewer is fed by the source");
@@ -668,7 +668,7 @@ mod tests {
         // other only through the relay.
         for id in 2..=17 {
             if id > 5 {
-                t.on_message(Time::ZERO, NodeId(id), Msg::NatReport { report: symmetric(id) }, &mut out);
+                t.on_message(Time::ZERO, NodeId(id), Msg::NatReport { report: Box::new(symmetric(id)) }, &mut out);
             }
             t.on_join(Time::ZERO, NodeId(id), "ch".into(), addr, 40_000_000, &mut out);
         }
@@ -676,7 +676,7 @@ mod tests {
         // it reaches directly.
         let newcomer = NodeId(40);
         let mut out = Outbox::default();
-        t.on_message(Time::ZERO, newcomer, Msg::NatReport { report: symmetric(40) }, &mut out);
+        t.on_message(Time::ZERO, newcomer, Msg::NatReport { report: Box::new(symmetric(40)) }, &mut out);
         t.on_join(Time::ZERO, newcomer, "ch".into(), addr, 40_000_000, &mut out);
         let partners: Vec<NodeId> = out
             .sends
@@ -690,7 +690,7 @@ mod tests {
         sorted.sort();
         assert_eq!(sorted, (2..=5).map(NodeId).collect::<Vec<_>>(), "partners {partners:?}");
         // The report goes with the connection, joined or not.
-        t.on_message(Time::ZERO, NodeId(50), Msg::NatReport { report: symmetric(50) }, &mut out);
+        t.on_message(Time::ZERO, NodeId(50), Msg::NatReport { report: Box::new(symmetric(50)) }, &mut out);
         t.on_disconnect(Time::ZERO, NodeId(50), &mut out);
         assert!(t.rendezvous.nat(NodeId(50)).is_none());
     }
@@ -738,7 +738,12 @@ mod tests {
                     bytes_excused: s * asked_per_s * excused_share / 4,
                     ..Default::default()
                 };
-                t.on_message(Time::from_millis(s * 1000), NodeId(2), Msg::Heartbeat { report }, &mut out);
+                t.on_message(
+                    Time::from_millis(s * 1000),
+                    NodeId(2),
+                    Msg::Heartbeat { report: Box::new(report) },
+                    &mut out,
+                );
             }
             t.channels["ch"].trees.members[&NodeId(2)].slots
         };

@@ -189,7 +189,7 @@ impl<C: Node + Send + 'static> Driver<C> {
 enum Input<C> {
     Event(Event),
     Command(Command<C>),
-    Incoming(quinn::Incoming),
+    Incoming(Box<quinn::Incoming>),
     Timers,
     Shutdown,
 }
@@ -233,13 +233,13 @@ impl<C: Node + Send + 'static> EventLoop<C> {
                 () = &mut shutdown => Input::Shutdown,
                 Some(event) = events.recv() => Input::Event(event),
                 Some(command) = commands.recv() => Input::Command(command),
-                Some(incoming) = self.endpoint.accept() => Input::Incoming(incoming),
+                Some(incoming) = self.endpoint.accept() => Input::Incoming(Box::new(incoming)),
                 () = sleep_until(wake) => Input::Timers,
             };
             match input {
                 Input::Event(event) => self.on_event(event),
                 Input::Command(command) => self.call(command),
-                Input::Incoming(incoming) => self.accept(incoming),
+                Input::Incoming(incoming) => self.accept(*incoming),
                 Input::Timers => self.fire_timers(),
                 Input::Shutdown => return,
             }
@@ -285,8 +285,8 @@ impl<C: Node + Send + 'static> EventLoop<C> {
 
     fn send(&mut self, to: NodeId, msg: Msg) {
         // A tracker's plan that sends `to` through this node as a relay: allow the pair.
-        if let Msg::Introduce { peer, plan: Plan { relay: Some(NodeId::TRACKER), .. }, .. } = &msg {
-            if self.id == NodeId::TRACKER {
+        if let Msg::Introduce { peer, plan, .. } = &msg {
+            if plan.relay == Some(NodeId::TRACKER) && self.id == NodeId::TRACKER {
                 self.side.grant_relay(to, *peer);
             }
         }
