@@ -91,6 +91,9 @@ struct Link {
     relayed: bool,
     /// When the last control message sent on it arrives: the control stream is ordered.
     control_at: Time,
+    /// One-way latency from this end, through the relay if relayed: fixed for the
+    /// connection's life, so worked out once rather than for every message.
+    latency_us: u64,
 }
 
 struct Slot {
@@ -384,7 +387,8 @@ impl Engine {
 
     /// True when `a` and `b` are on different sides of an active partition.
     pub fn cut_between(&self, a: NodeId, b: NodeId) -> bool {
-        self.sides(a, b) & self.cut_active != 0
+        // Most runs never cut: then no slot need be looked at.
+        self.cut_active != 0 && self.sides(a, b) & self.cut_active != 0
     }
 
     fn sides(&self, a: NodeId, b: NodeId) -> u32 {
@@ -651,7 +655,7 @@ impl Engine {
         }
         // Its connections close: each neighbour hears of it one latency later.
         for (&peer, link) in &slot.links {
-            let lat = self.latency_us_between(&slot, peer, link.relayed);
+            let lat = link.latency_us;
             if let Some(p) = self.slot_mut(peer) {
                 p.links.remove(&node);
             }
@@ -859,6 +863,7 @@ impl Engine {
         // A QUIC handshake is one round trip; two NAT'd nodes are first introduced by the
         // tracker, which costs a trip to it and back.
         let lat = self.latency_us_between(sa, b, relayed);
+        let lat_back = self.latency_us_between(sb, a, relayed);
         let behind_nat = |r: Reachability| matches!(r, Reachability::Nat(_));
         let intro = if behind_nat(sa.reach) && behind_nat(sb.reach) {
             sa.place.latency_us(&Place::CENTRE) + Place::CENTRE.latency_us(&sb.place)
@@ -877,16 +882,16 @@ impl Engine {
             return;
         }
         let up_at = self.now + Duration::from_micros(2 * lat + intro);
-        let link = Link { state: LinkState::Up, up_at, relayed, control_at: Time::ZERO };
+        let link = Link { state: LinkState::Up, up_at, relayed, control_at: Time::ZERO, latency_us: lat };
         // A simultaneous dial from the other side shares its connection.
         let existing = self.slot(b).and_then(|s| s.links.get(&a).copied()).filter(|l| l.state == LinkState::Up);
-        let link = existing.map_or(link, |l| Link { control_at: Time::ZERO, ..l });
+        let mine = existing.map_or(link, |l| Link { control_at: Time::ZERO, latency_us: lat, ..l });
         if let Some(s) = self.slot_mut(a) {
-            s.links.insert(b, link);
+            s.links.insert(b, mine);
         }
         if existing.is_none() {
             if let Some(s) = self.slot_mut(b) {
-                s.links.insert(a, link);
+                s.links.insert(a, Link { latency_us: lat_back, ..link });
             }
         }
     }
@@ -895,7 +900,13 @@ impl Engine {
         if let Some(s) = self.slot_mut(a) {
             s.links.insert(
                 b,
-                Link { state: LinkState::Failing, up_at: Time::ZERO, relayed: false, control_at: Time::ZERO },
+                Link {
+                    state: LinkState::Failing,
+                    up_at: Time::ZERO,
+                    relayed: false,
+                    control_at: Time::ZERO,
+                    latency_us: 0,
+                },
             );
         }
         self.push(self.now + timeout, Ev::Disconnect { node: a, peer: b });
@@ -906,7 +917,7 @@ impl Engine {
         if link.state != LinkState::Up {
             return;
         }
-        let lat = self.slot(a).map_or(0, |s| self.latency_us_between(s, b, link.relayed));
+        let lat = link.latency_us;
         if let Some(s) = self.slot_mut(b) {
             s.links.remove(&a);
         }
@@ -947,7 +958,7 @@ impl Engine {
             return;
         };
         let up = sa.up;
-        let lat = self.latency_us_between(sa, b, link.relayed);
+        let lat = link.latency_us;
         let Some(down) = self.slot(b).map(|s| s.down) else {
             self.counters.messages_dropped += 1;
             return;
