@@ -319,6 +319,33 @@ impl Msg {
     }
 
     /// True for messages that carry media (counted as media bytes, not control).
+    /// The variant's name, for counting messages by kind.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Announce { .. } => "Announce",
+            Msg::Join { .. } => "Join",
+            Msg::Heartbeat { .. } => "Heartbeat",
+            Msg::BadPeer { .. } => "BadPeer",
+            Msg::Leave => "Leave",
+            Msg::Welcome { .. } => "Welcome",
+            Msg::Registered { .. } => "Registered",
+            Msg::Reject { .. } => "Reject",
+            Msg::Assign { .. } => "Assign",
+            Msg::Subscribe { .. } => "Subscribe",
+            Msg::Partner { .. } => "Partner",
+            Msg::Header(_) => "Header",
+            Msg::GetHeader { .. } => "GetHeader",
+            Msg::Have { .. } => "Have",
+            Msg::Request { .. } => "Request",
+            Msg::Piece { .. } => "Piece",
+            Msg::NoPiece { .. } => "NoPiece",
+            Msg::NatReport { .. } => "NatReport",
+            Msg::Rendezvous { .. } => "Rendezvous",
+            Msg::Introduce { .. } => "Introduce",
+            Msg::Skip { .. } => "Skip",
+        }
+    }
+
     pub fn is_media(&self) -> bool {
         matches!(self, Msg::Piece { .. })
     }

@@ -221,6 +221,12 @@ fn flow_cost(e: &Engine, t: f64, started: std::time::Instant) {
         c.dials_relayed,
         c.dials_failed,
     );
+    let mut kinds: Vec<(&str, u64)> = e.events_by_kind.iter().map(|(k, n)| (*k, *n)).collect();
+    kinds.sort_by_key(|&(k, n)| (std::cmp::Reverse(n), k));
+    let total: u64 = kinds.iter().map(|(_, n)| n).sum::<u64>().max(1);
+    let shares: Vec<String> =
+        kinds.iter().take(10).map(|(k, n)| format!("{k} {:.1}%", *n as f64 * 100.0 / total as f64)).collect();
+    eprintln!("  events by kind so far: {}", shares.join(", "));
 }
 
 /// For up to 40 viewers that joined in an 8 s window (`TIMELINE_FROM`, default 0): when the

@@ -263,6 +263,9 @@ pub struct Engine {
     changed: Vec<Rescheduled>,
     verifier: Arc<Remembering>,
     pub counters: Counters,
+    /// Events by kind: messages delivered by their variant's name, and `"timer"` (for
+    /// probes: where a run's events go; not in the report).
+    pub events_by_kind: HashMap<&'static str, u64>,
     pub collector: Collector,
 }
 
@@ -313,6 +316,7 @@ impl Engine {
             changed: Vec::new(),
             verifier: Arc::new(Remembering::default()),
             counters: Counters::default(),
+            events_by_kind: HashMap::new(),
             collector: Collector::new(&s),
             policy,
             scenario: s,
@@ -529,7 +533,7 @@ impl Engine {
                     self.counters.lost_to_cut += 1;
                     return;
                 }
-                if self.sides(from, to) & self.cut_ever != 0 {
+                if self.cut_ever != 0 && self.sides(from, to) & self.cut_ever != 0 {
                     self.counters.delivered_across_healed += 1;
                 }
                 let now = self.now;
@@ -543,8 +547,10 @@ impl Engine {
                     self.counters.messages_dropped += 1;
                     return;
                 }
+                let kind = msg.name();
                 slot.core.node().on_message(now, from, msg, &mut out);
                 self.counters.messages_delivered += 1;
+                *self.events_by_kind.entry(kind).or_default() += 1;
                 self.apply(to, out);
             }
             Ev::Timer { node, timer, generation } => {
@@ -556,6 +562,7 @@ impl Engine {
                 }
                 slot.core.node().on_timer(now, timer, &mut out);
                 self.counters.events += 1;
+                *self.events_by_kind.entry("timer").or_default() += 1;
                 self.apply(node, out);
             }
             Ev::Disconnect { node, peer } => {
