@@ -474,27 +474,12 @@ impl Peer {
         if seq < low || seq > high {
             return;
         }
-        let mut answers_bytes = 0u64;
-        self.answer_queue.retain(|a| {
-            let skip = a.to == from && a.seq == seq && pieces.get(a.index as usize);
-            if skip {
-                answers_bytes += a.bytes as u64;
-            }
-            !skip
-        });
+        let (_, answers_bytes) = drop_queued(&mut self.answer_queue, from, seq, &pieces);
         self.queued_bytes -= answers_bytes;
         if !self.children.contains_key(&from) {
             return;
         }
-        let (mut dropped, mut dropped_bytes) = (0u64, 0u64);
-        self.push_queue.retain(|p| {
-            let skip = p.to == from && p.seq == seq && pieces.get(p.index as usize);
-            if skip {
-                dropped += 1;
-                dropped_bytes += p.bytes as u64;
-            }
-            !skip
-        });
+        let (dropped, dropped_bytes) = drop_queued(&mut self.push_queue, from, seq, &pieces);
         self.stats.pushes_dropped += dropped;
         self.queued_bytes -= dropped_bytes;
         self.skips.entry((from, seq)).or_default().union_with(&pieces);
@@ -975,6 +960,21 @@ impl Peer {
             }
         }
     }
+}
+
+/// Takes out of `queue` the pieces `pieces` of segment `seq` waiting to go to `to`;
+/// returns how many there were and their bytes.
+fn drop_queued(queue: &mut VecDeque<Queued>, to: NodeId, seq: u64, pieces: &PieceMap) -> (u64, u64) {
+    let (mut count, mut bytes) = (0u64, 0u64);
+    queue.retain(|q| {
+        let drop = q.to == to && q.seq == seq && pieces.get(q.index as usize);
+        if drop {
+            count += 1;
+            bytes += q.bytes as u64;
+        }
+        !drop
+    });
+    (count, bytes)
 }
 
 /// Whether some partner announced one of the pieces of segment `seq` still missing here.

@@ -140,6 +140,29 @@ fn viewer(b: &Broadcaster, id: NodeId, uplink_bps: u64, out: &mut Outbox) -> Pee
     p
 }
 
+/// Viewer `me` with `parent` on every stripe and `partner` as its mesh partner, and the
+/// header and pieces of segment 0 as the source sends them to it.
+fn assigned(b: &Broadcaster, me: NodeId, parent: NodeId, partner: NodeId) -> (Peer, Msg, Vec<Msg>, Outbox) {
+    let (header, pieces_of_0) = segment_zero(b, me);
+    let mut out = Outbox::default();
+    let mut p = viewer(b, me, 10_000_000, &mut out);
+    let info = |id| PeerInfo { id, addr: addr() };
+    let assign = Msg::Assign { parents: vec![Some(info(parent)); 4], partners: vec![info(partner)] };
+    p.on_message(Time::ZERO, NodeId::TRACKER, assign, &mut out);
+    (p, header, pieces_of_0, out)
+}
+
+/// The skips sent: (to, segment, pieces).
+fn skips(out: &Outbox) -> Vec<(NodeId, u64, Vec<usize>)> {
+    out.sends
+        .iter()
+        .filter_map(|(to, m)| match m {
+            Msg::Skip { seq, pieces } => Some((*to, *seq, (0..8).filter(|&i| pieces.get(i)).collect())),
+            _ => None,
+        })
+        .collect()
+}
+
 #[test]
 fn a_skip_that_comes_before_the_piece_is_excused_not_held_against_the_parent() {
     let b = Broadcaster::from_seed(9);
@@ -174,12 +197,7 @@ fn a_skip_that_comes_before_the_piece_is_excused_not_held_against_the_parent() {
 fn a_piece_from_elsewhere_is_skipped_at_the_parent_with_the_next_tick() {
     let b = Broadcaster::from_seed(9);
     let (me, parent, partner) = (NodeId(100), NodeId(50), NodeId(60));
-    let (header, pieces_of_0) = segment_zero(&b, me);
-    let mut out = Outbox::default();
-    let mut p = viewer(&b, me, 10_000_000, &mut out);
-    let info = |id| Some(PeerInfo { id, addr: addr() });
-    let assign = Msg::Assign { parents: vec![info(parent); 4], partners: vec![info(partner).unwrap()] };
-    p.on_message(Time::ZERO, NodeId::TRACKER, assign, &mut out);
+    let (mut p, header, pieces_of_0, mut out) = assigned(&b, me, parent, partner);
     let t = Time::from_millis(1100);
     p.on_message(t, parent, header, &mut out);
     let mut pieces_of_0 = pieces_of_0.into_iter();
@@ -188,14 +206,7 @@ fn a_piece_from_elsewhere_is_skipped_at_the_parent_with_the_next_tick() {
     p.on_message(t, partner, pieces_of_0.next().unwrap(), &mut out);
     let mut out = Outbox::default();
     p.on_timer(t + Duration::from_millis(100), TICK, &mut out);
-    let skips: Vec<_> = out
-        .sends
-        .iter()
-        .filter_map(|(to, m)| match m {
-            Msg::Skip { seq, pieces } => Some((*to, *seq, (0..8).filter(|&i| pieces.get(i)).collect::<Vec<_>>())),
-            _ => None,
-        })
-        .collect();
+    let skips = skips(&out);
     assert_eq!(skips, vec![(parent, 0, vec![1])]);
 }
 
@@ -220,12 +231,7 @@ fn an_answer_still_queued_is_dropped_when_the_asker_skips_it() {
 fn a_piece_that_came_while_asked_of_a_partner_is_skipped_there() {
     let b = Broadcaster::from_seed(9);
     let (me, parent, partner) = (NodeId(100), NodeId(50), NodeId(60));
-    let (header, pieces_of_0) = segment_zero(&b, me);
-    let mut out = Outbox::default();
-    let mut p = viewer(&b, me, 10_000_000, &mut out);
-    let info = |id| Some(PeerInfo { id, addr: addr() });
-    let assign = Msg::Assign { parents: vec![info(parent); 4], partners: vec![info(partner).unwrap()] };
-    p.on_message(Time::ZERO, NodeId::TRACKER, assign, &mut out);
+    let (mut p, header, pieces_of_0, mut out) = assigned(&b, me, parent, partner);
     let t = Time::from_millis(1100);
     p.on_message(t, parent, header, &mut out);
     p.on_message(t, partner, Msg::Have { seq: 0, pieces: PieceMap::full(8) }, &mut out);
@@ -248,13 +254,6 @@ fn a_piece_that_came_while_asked_of_a_partner_is_skipped_there() {
     }
     let mut out = Outbox::default();
     p.on_timer(t + Duration::from_millis(100), TICK, &mut out);
-    let skips: Vec<_> = out
-        .sends
-        .iter()
-        .filter_map(|(to, m)| match m {
-            Msg::Skip { seq, pieces } => Some((*to, *seq, (0..8).filter(|&i| pieces.get(i)).collect::<Vec<_>>())),
-            _ => None,
-        })
-        .collect();
+    let skips = skips(&out);
     assert_eq!(skips, vec![(partner, 0, vec![0, 1])]);
 }
