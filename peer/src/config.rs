@@ -66,7 +66,10 @@ pub struct PeerConfig {
     /// the few pieces the swarm could not bring in time, not a second feed).
     pub source_request_bytes_max: u64,
     /// Partners hear of new pieces at most this often (each announcement lists a whole
-    /// segment's map, so one message covers every piece that came since the last).
+    /// segment's map, so one message covers every piece that came since the last). Haves
+    /// are half of all messages in a swarm: in simulated 2,000- and 10,000-viewer swarms on
+    /// tight uplinks, 600 ms instead of 300 ms sent 16-18% fewer messages and started
+    /// viewers no later (1 s started the 10,000 later).
     pub have_interval: Duration,
     pub tick: Duration,
     pub heartbeat: Duration,
@@ -96,7 +99,7 @@ impl PeerConfig {
             uplink_bps: None,
             serve_horizon: Duration::from_millis(300),
             source_request_bytes_max: 512 << 10,
-            have_interval: Duration::from_millis(300),
+            have_interval: Duration::from_millis(600),
             tick: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
             fault: None,
