@@ -630,6 +630,7 @@ impl Engine {
         cfg.upload_bps = up;
         cfg.uplink_bps = Some(up);
         cfg.verifier = self.verifier.clone();
+        self.policy.viewer_config(&mut cfg);
         self.counters.arrivals += 1;
         let mut peer = Peer::new(cfg);
         // What the production driver's STUN exchange with the tracker would measure: the

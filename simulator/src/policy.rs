@@ -70,6 +70,16 @@ impl Policy {
         cfg
     }
 
+    /// Adjusts a viewer's config. Random-mesh keeps Haves every 300 ms: a mesh that only
+    /// pulls lives on its partners' maps, and the 600 ms that suits the trees (their pushes
+    /// need no map) left it stalled a tenth of the time in a simulated 10,000-viewer flash
+    /// crowd (rebuffer 0.02% -> 9.9%). A baseline is run as it does best.
+    pub fn viewer_config(self, cfg: &mut PeerConfig) {
+        if self == Policy::RandomMesh {
+            cfg.have_interval = std::time::Duration::from_millis(300);
+        }
+    }
+
     /// Adjusts a source's config: an origin serves every viewer as a child.
     pub fn source_config(self, s: &Scenario, cfg: &mut PeerConfig) {
         if self == Policy::OriginOnly {
@@ -87,6 +97,24 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_random_mesh_keeps_the_faster_haves() {
+        use meshtv_peer::PeerRole;
+        let viewer = || {
+            let role = PeerRole::Viewer { channel: "c".into() };
+            PeerConfig::new(meshtv_proto::NodeId(5), "127.0.0.1:1".parse().unwrap(), role)
+        };
+        let default = viewer().have_interval;
+        for n in NAMES {
+            let mut cfg = viewer();
+            let policy = Policy::from_name(n).unwrap();
+            policy.viewer_config(&mut cfg);
+            let expected = if policy == Policy::RandomMesh { std::time::Duration::from_millis(300) } else { default };
+            assert_eq!(cfg.have_interval, expected, "{n}");
+        }
+        assert!(default > std::time::Duration::from_millis(300), "the trees' default is the slower one");
+    }
 
     #[test]
     fn names_round_trip() {
