@@ -71,6 +71,8 @@ pub struct PeerConfig {
     /// tight uplinks, 600 ms instead of 300 ms sent 16-18% fewer messages and started
     /// viewers no later (1 s started the 10,000 later).
     pub have_interval: Duration,
+    /// How often the peer decides what to pull and releases queued uploads; a viewer with
+    /// nothing to decide for a while ticks less often (see `Peer`'s quiet ticks).
     pub tick: Duration,
     pub heartbeat: Duration,
     pub fault: Option<Fault>,

@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 const TICK: TimerId = TimerId(1);
+
 /// Pieces held while their header is still on its way (pieces and headers travel on
 /// different streams, so a piece may overtake its header).
 const PENDING_PIECES_MAX: usize = 256;
@@ -38,6 +39,12 @@ const PUSH_AHEAD: Duration = Duration::from_millis(150);
 /// Most pushes waiting in the peer; beyond it the oldest are dropped (the children pull
 /// what a parent this far behind would bring too late).
 const PUSH_QUEUE_MAX: usize = 4096;
+/// A playing viewer with nothing to decide before a later time (every missing piece left
+/// to its parent's push for a while yet, nothing asked, nothing queued) ticks that much
+/// later, up to this many ticks apart. Ticks were a third of all events in a simulated
+/// 10,000-viewer crowd, and most found nothing to do: this cut its events by 18% with
+/// the same startup, live delay and savings.
+const QUIET_TICKS_MAX: u32 = 5;
 
 pub struct Peer {
     cfg: PeerConfig,
@@ -96,6 +103,12 @@ pub struct Peer {
     /// Per parent and segment: pieces that came from elsewhere since the last tick, for
     /// the parent to skip.
     skips_to_send: BTreeMap<(NodeId, u64), PieceMap>,
+    /// When the tick timer fires next.
+    next_tick: Time,
+    /// Set by `schedule`: the earliest time one of its decisions could change without a
+    /// message coming (a push wait or a source fallback running out), if nothing is
+    /// pending now. `None`: tick again after `cfg.tick`.
+    quiet_until: Option<Time>,
 }
 
 /// A piece waiting in the peer for room on the uplink.
@@ -159,6 +172,8 @@ impl Peer {
             queued_bytes: 0,
             skips: BTreeMap::new(),
             skips_to_send: BTreeMap::new(),
+            next_tick: Time::ZERO,
+            quiet_until: None,
             headers_requested: BTreeMap::new(),
             pending: VecDeque::new(),
             banned: BTreeSet::new(),
@@ -318,6 +333,23 @@ impl Peer {
         *lag = if sample >= *lag { sample } else { (*lag * 15 + sample) / 16 };
     }
 
+    /// Brings the next tick forward to one tick from now, if it was set later: something
+    /// came that the next tick must act on (a new parent, a queued upload, a skip to send,
+    /// a request declined).
+    fn wake(&mut self, now: Time, out: &mut Outbox) {
+        let soon = now + self.cfg.tick;
+        if self.next_tick > soon {
+            self.next_tick = soon;
+            out.set_timer(soon, TICK);
+        }
+    }
+
+    /// How long after its header a piece of `stripe` is left to the parent's push.
+    fn push_wait(&self, stripe: usize) -> Duration {
+        let lag = self.push_lag.get(stripe).copied().unwrap_or_default();
+        (lag + PUSH_LAG_MARGIN).clamp(self.cfg.push_grace, PUSH_WAIT_MAX)
+    }
+
     /// Whether a pull request may be answered now (see `PeerConfig::uplink_bps`).
     fn uplink_has_room(&mut self, now: Time) -> bool {
         let Some(bps) = self.cfg.uplink_bps else { return true };
@@ -380,6 +412,9 @@ impl Peer {
         self.push_queue.push_back(Queued { to: child, seq, index: index as u16, bytes, at: now });
         self.queued_bytes += bytes as u64;
         self.release_pushes(now, out);
+        if !self.push_queue.is_empty() {
+            self.wake(now, out);
+        }
     }
 
     /// Hands queued pushes to the transport while the uplink has less than `PUSH_AHEAD`
@@ -445,6 +480,9 @@ impl Peer {
             self.answer_queue.push_back(Queued { to: from, seq, index, bytes, at: now });
             self.queued_bytes += bytes as u64;
             self.release_pushes(now, out);
+            if !self.answer_queue.is_empty() || !self.push_queue.is_empty() {
+                self.wake(now, out);
+            }
         }
     }
 
@@ -568,6 +606,9 @@ impl Peer {
                     self.queue_skip(asked, seq, index);
                 }
                 self.push_to_children(now, Some(from), seq, index, &data, out);
+                if !self.skips_to_send.is_empty() {
+                    self.wake(now, out);
+                }
             }
             Offer::Duplicate => {
                 self.stats.bytes_duplicate += len;
@@ -829,7 +870,24 @@ impl Peer {
             };
             out.send(NodeId::TRACKER, Msg::Heartbeat { report: Box::new(report) });
         }
-        out.set_timer(now + self.cfg.tick, TICK);
+        self.next_tick = self.next_tick_after(now);
+        out.set_timer(self.next_tick, TICK);
+    }
+
+    /// One tick from now while anything is pending; else the first of: a scheduling
+    /// decision coming due, the next announcement or heartbeat, `QUIET_TICKS_MAX` ticks.
+    fn next_tick_after(&self, now: Time) -> Time {
+        let soon = now + self.cfg.tick;
+        let pending = !self.push_queue.is_empty() || !self.answer_queue.is_empty() || !self.requested.is_empty();
+        let Some(quiet) = self.quiet_until.filter(|_| !pending) else { return soon };
+        let mut at = quiet;
+        if let Some(t) = self.last_announce {
+            at = at.min(t + self.cfg.have_interval);
+        }
+        if let Some(t) = self.last_heartbeat {
+            at = at.min(t + self.cfg.heartbeat);
+        }
+        at.clamp(soon, now + self.cfg.tick * QUIET_TICKS_MAX)
     }
 
     /// Asks again for the headers of segments the playhead needs but never got: a parent
@@ -852,8 +910,13 @@ impl Peer {
 
     /// Sends pull requests for missing pieces, most urgent segments first.
     fn schedule(&mut self, now: Time, out: &mut Outbox) {
+        self.quiet_until = None;
         self.fetch_missing_headers(now, out);
         let Some(from) = self.playback.wanted_from() else { return };
+        // Quiet only once playing, with no header or piece asked for: then nothing changes
+        // before a push wait or a fallback runs out, unless a message comes.
+        let mut quiet = (self.playback.started() && self.requested.is_empty() && self.headers_requested.is_empty())
+            .then_some(now + PUSH_WAIT_MAX);
         let Some(d) = &self.descriptor else { return };
         let (stripes, target_ms) = (d.stripes, d.segment_duration_ms_target);
         let per_piece = |bytes: u64| (bytes / d.piece_bytes.max(1) as u64).max(1) as usize;
@@ -872,6 +935,17 @@ impl Peer {
             .due_each(&incomplete, now, target_ms, |s| segment_state_in(&self.buffer, s).filter(|_| s >= from));
         for (&seq, due) in incomplete.iter().zip(dues) {
             let Some(slot) = self.buffer.get(seq) else { continue };
+            if let Some(q) = quiet.as_mut() {
+                if source.is_some() {
+                    *q = (*q).min(due - policy.source_fallback);
+                }
+                for (index, _) in slot.pieces.iter().enumerate().filter(|(_, p)| p.is_none()) {
+                    let stripe = SegmentHeader::stripe_of(index, stripes) as usize;
+                    // With no parent, a piece is pulled as soon as a partner has it.
+                    let parent = self.parents.get(stripe).is_some_and(|p| p.is_some());
+                    *q = (*q).min(if parent { slot.header_at + self.push_wait(stripe) } else { now });
+                }
+            }
             // A segment with no request out, not yet due for the source fallback, and none
             // of whose missing pieces a partner announced, has nothing to ask for (the loop
             // below would pass over each of its pieces): skip it whole. A stalled viewer
@@ -895,13 +969,12 @@ impl Peer {
                     header_age: now.since(slot.header_at),
                     // Before playback a start piece is pulled at once from whoever has it:
                     // the parent's catch-up push races the pull, and the loser is skipped.
-                    push_wait: (started && self.parents.get(stripe).is_some_and(|p| p.is_some())).then(|| {
-                        let lag = self.push_lag.get(stripe).copied().unwrap_or_default();
-                        (lag + PUSH_LAG_MARGIN).clamp(self.cfg.push_grace, PUSH_WAIT_MAX)
-                    }),
+                    push_wait: (started && self.parents.get(stripe).is_some_and(|p| p.is_some()))
+                        .then(|| self.push_wait(stripe)),
                 });
             }
         }
+        self.quiet_until = quiet;
         // Which pieces of a segment any partner announced, computed once per segment: most
         // missing pieces are held by nobody yet, and for those `decide` would only scan
         // every partner to wait (drawing nothing from the RNG), so it is not asked.
@@ -1062,7 +1135,10 @@ impl Node for Peer {
                 tracing::warn!(?reason, "tracker rejected us");
                 self.rejected = Some(reason);
             }
-            Msg::Assign { parents, partners } if from_tracker => self.apply_assignment(parents, partners, out),
+            Msg::Assign { parents, partners } if from_tracker => {
+                self.apply_assignment(parents, partners, out);
+                self.wake(now, out);
+            }
             Msg::Subscribe { channel, stripes, from_seq } => {
                 if self.descriptor.as_ref().is_some_and(|d| d.id == channel) {
                     self.on_subscribe(now, from, stripes, from_seq, out);
@@ -1115,6 +1191,7 @@ impl Node for Peer {
                     if let Some(p) = self.partners.get_mut(&from) {
                         p.have.remove(seq);
                     }
+                    self.wake(now, out);
                 }
             }
             other => tracing::debug!(peer = %from, ?other, "unexpected message ignored"),

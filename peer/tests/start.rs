@@ -3,9 +3,7 @@
 
 mod common;
 
-use common::{addr, descriptor, PIECE_BYTES};
-use meshtv_peer::{Peer, PeerConfig, PeerRole};
-use meshtv_proto::msg::PeerInfo;
+use common::{segments, welcomed};
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use std::time::Duration;
@@ -14,41 +12,7 @@ const VIEWER: NodeId = NodeId(100);
 
 /// The signed headers of segments `0..n`, as the source pushes them to a child.
 fn headers(b: &Broadcaster, n: u64) -> Vec<Msg> {
-    segments(b, n).into_iter().map(|(h, _)| h).collect()
-}
-
-/// The header and pieces of segments `0..n`, as the source pushes them to a child.
-fn segments(b: &Broadcaster, n: u64) -> Vec<(Msg, Vec<Msg>)> {
-    let cfg = PeerConfig::new(NodeId(1), addr(), PeerRole::Source { descriptor: descriptor(b), secret: b.secret() });
-    let mut src = Peer::new(cfg);
-    let mut out = Outbox::default();
-    src.on_start(Time::ZERO, &mut out);
-    let channel = descriptor(b).id;
-    src.on_message(Time::ZERO, VIEWER, Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);
-    let mut found = Vec::new();
-    for seq in 0..n {
-        let mut out = Outbox::default();
-        src.publish(Time::from_millis(seq * 2000), seq, 2000, &vec![7u8; 8 * PIECE_BYTES as usize], &mut out);
-        let mut msgs = out.sends.into_iter().filter(|(to, _)| *to == VIEWER).map(|(_, m)| m);
-        let header = msgs.next().expect("a header first");
-        assert!(matches!(header, Msg::Header(_)));
-        found.push((header, msgs.collect()));
-    }
-    found
-}
-
-/// A viewer welcomed into the channel at `t0`.
-fn welcomed(b: &Broadcaster, t0: Time, out: &mut Outbox) -> Peer {
-    let mut p = Peer::new(PeerConfig::new(VIEWER, addr(), PeerRole::Viewer { channel: "live".into() }));
-    p.on_start(t0, out);
-    let source = PeerInfo { id: NodeId(1), addr: addr() };
-    p.on_message(
-        t0,
-        NodeId::TRACKER,
-        Msg::Welcome { descriptor: Box::new(descriptor(b)), source, live_edge: None },
-        out,
-    );
-    p
+    segments(b, VIEWER, n).into_iter().map(|(h, _)| h).collect()
 }
 
 /// A viewer that hears of segment 0 at once and of segments 1..=3 only `later`: where does
@@ -59,7 +23,7 @@ fn start_after_news(later: Duration) -> Option<u64> {
     assert_eq!(hs.len(), 4);
     let t0 = Time::from_millis(10_000);
     let mut out = Outbox::default();
-    let mut p = welcomed(&b, t0, &mut out);
+    let mut p = welcomed(&b, VIEWER, t0, &mut out);
     let mut hs = hs.into_iter();
     p.on_message(t0, NodeId(1), hs.next().unwrap(), &mut out);
     assert_eq!(p.playback().start_seq, Some(0));
@@ -85,10 +49,10 @@ fn a_start_segment_left_behind_is_given_up_only_while_the_start_budget_lasts() {
 #[test]
 fn a_start_segment_half_here_is_kept_while_the_edge_is_one_segment_beyond_a_jump() {
     let b = Broadcaster::from_seed(9);
-    let mut segs = segments(&b, 5).into_iter();
+    let mut segs = segments(&b, VIEWER, 5).into_iter();
     let t0 = Time::from_millis(10_000);
     let mut out = Outbox::default();
-    let mut p = welcomed(&b, t0, &mut out);
+    let mut p = welcomed(&b, VIEWER, t0, &mut out);
     let (header, pieces) = segs.next().unwrap();
     p.on_message(t0, NodeId(1), header, &mut out);
     for m in pieces.into_iter().take(4) {

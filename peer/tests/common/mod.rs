@@ -1,8 +1,13 @@
-//! What the peer's integration tests share: a channel and an address.
+//! What the peer's integration tests share: a channel, an address, a source's segments
+//! and a welcomed viewer.
+// Each test file compiles this module on its own and uses only some of it.
+#![allow(dead_code)]
 
+use meshtv_peer::{Peer, PeerConfig, PeerRole};
 use meshtv_proto::media::{ChannelDescriptor, Container};
+use meshtv_proto::msg::PeerInfo;
 use meshtv_proto::sign::Broadcaster;
-use meshtv_proto::ChannelId;
+use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time};
 use std::net::SocketAddr;
 
 pub const PIECE_BYTES: u32 = 16 * 1024;
@@ -24,4 +29,41 @@ pub fn descriptor(b: &Broadcaster) -> ChannelDescriptor {
 
 pub fn addr() -> SocketAddr {
     "127.0.0.1:1".parse().unwrap()
+}
+
+/// The source of the tests' channel.
+pub const SOURCE: NodeId = NodeId(1);
+
+/// The header and pieces of segments `0..n`, as the source pushes them to child `to`.
+pub fn segments(b: &Broadcaster, to: NodeId, n: u64) -> Vec<(Msg, Vec<Msg>)> {
+    let cfg = PeerConfig::new(SOURCE, addr(), PeerRole::Source { descriptor: descriptor(b), secret: b.secret() });
+    let mut src = Peer::new(cfg);
+    let mut out = Outbox::default();
+    src.on_start(Time::ZERO, &mut out);
+    let channel = descriptor(b).id;
+    src.on_message(Time::ZERO, to, Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);
+    let mut found = Vec::new();
+    for seq in 0..n {
+        let mut out = Outbox::default();
+        src.publish(Time::from_millis(seq * 2000), seq, 2000, &vec![7u8; 8 * PIECE_BYTES as usize], &mut out);
+        let mut msgs = out.sends.into_iter().filter(|(t, _)| *t == to).map(|(_, m)| m);
+        let header = msgs.next().expect("a header first");
+        assert!(matches!(header, Msg::Header(_)));
+        found.push((header, msgs.collect()));
+    }
+    found
+}
+
+/// Viewer `id` welcomed into the channel at `t0`.
+pub fn welcomed(b: &Broadcaster, id: NodeId, t0: Time, out: &mut Outbox) -> Peer {
+    let mut p = Peer::new(PeerConfig::new(id, addr(), PeerRole::Viewer { channel: "live".into() }));
+    p.on_start(t0, out);
+    let source = PeerInfo { id: SOURCE, addr: addr() };
+    p.on_message(
+        t0,
+        NodeId::TRACKER,
+        Msg::Welcome { descriptor: Box::new(descriptor(b)), source, live_edge: None },
+        out,
+    );
+    p
 }
