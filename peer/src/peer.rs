@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 const TICK: TimerId = TimerId(1);
-
 /// Pieces held while their header is still on its way (pieces and headers travel on
 /// different streams, so a piece may overtake its header).
 const PENDING_PIECES_MAX: usize = 256;
@@ -412,12 +411,10 @@ impl Peer {
         self.push_queue.push_back(Queued { to: child, seq, index: index as u16, bytes, at: now });
         self.queued_bytes += bytes as u64;
         self.release_pushes(now, out);
-        if !self.push_queue.is_empty() {
-            self.wake(now, out);
-        }
     }
 
     /// Hands queued pushes to the transport while the uplink has less than `PUSH_AHEAD`
+    /// queued, and brings the tick forward while anything is left to release.
     /// queued. Drops those nobody wants any more: the child left or unsubscribed from the
     /// stripe, said it gets the piece elsewhere, or has waited longer than any child waits
     /// for a push.
@@ -433,6 +430,9 @@ impl Peer {
             } else {
                 break;
             }
+        }
+        if !self.push_queue.is_empty() || !self.answer_queue.is_empty() {
+            self.wake(now, out);
         }
     }
 
@@ -480,9 +480,6 @@ impl Peer {
             self.answer_queue.push_back(Queued { to: from, seq, index, bytes, at: now });
             self.queued_bytes += bytes as u64;
             self.release_pushes(now, out);
-            if !self.answer_queue.is_empty() || !self.push_queue.is_empty() {
-                self.wake(now, out);
-            }
         }
     }
 

@@ -318,7 +318,6 @@ impl Msg {
         }
     }
 
-    /// True for messages that carry media (counted as media bytes, not control).
     /// The variant's name, for counting messages by kind.
     pub fn name(&self) -> &'static str {
         match self {
@@ -346,6 +345,7 @@ impl Msg {
         }
     }
 
+    /// True for messages that carry media (counted as media bytes, not control).
     pub fn is_media(&self) -> bool {
         matches!(self, Msg::Piece { .. })
     }

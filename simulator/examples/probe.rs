@@ -88,36 +88,38 @@ fn main() {
     }
 }
 
-/// Quantiles of startup by NAT kind, by upload class and by when the viewer joined.
+/// Quantiles of startup by NAT kind, by upload class and by when the viewer joined; and of
+/// each viewer's own median live delay by when it joined (a viewer keeps the delay it
+/// started with, less any stall, so the early crowd's shows there).
 fn startups(e: &Engine, rows: &[Row]) {
     let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut delays: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for r in rows {
         let Some(s) = r.stats.startup_s else { continue };
         groups.entry(nat_kind(&r.stats)).or_default().push(s);
         groups.entry(format!("uplink {:.0} Mbit/s", r.upload_bps / 1e6)).or_default().push(s);
         let joined = e.joined_at(r.id).map_or(0.0, |j| j.as_secs_f64());
-        groups.entry(format!("joined at {:>3.0} s", (joined / 5.0).floor() * 5.0)).or_default().push(s);
+        let when = format!("joined at {:>3.0} s", (joined / 5.0).floor() * 5.0);
+        if let Some(d) = r.stats.live_delay_p50_s {
+            delays.entry(when.clone()).or_default().push(d);
+        }
+        groups.entry(when).or_default().push(s);
     }
     for (k, v) in &mut groups {
-        v.sort_by(f64::total_cmp);
-        let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
-        eprintln!("    startup {k:<22} p50 {:.2} s p95 {:.2} s ({} started)", q(0.5), q(0.95), v.len());
-    }
-    // Each viewer's own median live delay, by when it joined: a viewer keeps the delay it
-    // started with (less any stall), so the early crowd's shows here.
-    let mut delays: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.stats.startup_s.is_some()) {
-        let joined = e.joined_at(r.id).map_or(0.0, |j| j.as_secs_f64());
-        let key = format!("joined at {:>3.0} s", (joined / 5.0).floor() * 5.0);
-        if let Some(d) = r.stats.live_delay_p50_s {
-            delays.entry(key).or_default().push(d);
-        }
+        let (p50, p95) = p50_p95(v);
+        eprintln!("    startup {k:<22} p50 {p50:.2} s p95 {p95:.2} s ({} started)", v.len());
     }
     for (k, v) in &mut delays {
-        v.sort_by(f64::total_cmp);
-        let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
-        eprintln!("    live delay {k:<19} p50 {:.2} s p95 {:.2} s (of viewers' medians)", q(0.5), q(0.95));
+        let (p50, p95) = p50_p95(v);
+        eprintln!("    live delay {k:<19} p50 {p50:.2} s p95 {p95:.2} s (of viewers' medians)");
     }
+}
+
+/// The median and 95th percentile of a non-empty sample (sorts it).
+fn p50_p95(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let q = |f: f64| v[((v.len() - 1) as f64 * f) as usize];
+    (q(0.5), q(0.95))
 }
 
 /// Per upload class: how much of its uplink it used since the last step, and its children.

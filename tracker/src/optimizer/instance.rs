@@ -52,9 +52,10 @@ pub struct Weights {
     /// parent, and in a crowd whose capacities are still being measured the optimizer
     /// would otherwise move thousands of rows per solve. Larger than what the other terms
     /// differ by between two candidates but for a dozen levels of depth, so mostly rows
-    /// whose parent left or is no longer valid (loops, bans, the relay's budget) move. Simulated 10,000-viewer crowd on tight uplinks: 500 gave
-    /// startup p95 4.93 s and live delay p95 7.30 s; 3,000 gave 4.64 s and 7.18 s, with
-    /// half the catch-up pushes; 10,000 no better.
+    /// whose parent left or is no longer valid (loops, bans, the relay's budget) move.
+    /// Simulated 10,000-viewer crowd on tight uplinks: 500 gave startup p95 4.93 s and live
+    /// delay p95 7.30 s; 3,000 gave 4.64 s and 7.18 s, with half the catch-up pushes;
+    /// 10,000 no better.
     pub keep: i64,
     /// Whether new pairings through the relay may be made: false once the relay carries
     /// all the tree edges it has room for (those it carries may stay).
