@@ -16,6 +16,11 @@ mod watch;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// mimalloc rather than the system allocator: a simulation allocates and frees a message
+/// per event, and with it `flash-crowd-10k --peers 3000` ran in 17 s of CPU instead of 20 s.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "meshtv",

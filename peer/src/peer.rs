@@ -414,10 +414,9 @@ impl Peer {
     }
 
     /// Hands queued pushes to the transport while the uplink has less than `PUSH_AHEAD`
-    /// queued, and brings the tick forward while anything is left to release.
-    /// queued. Drops those nobody wants any more: the child left or unsubscribed from the
-    /// stripe, said it gets the piece elsewhere, or has waited longer than any child waits
-    /// for a push.
+    /// queued, and brings the tick forward while anything is left to release. Drops those
+    /// nobody wants any more: the child left or unsubscribed from the stripe, said it gets
+    /// the piece elsewhere, or has waited longer than any child waits for a push.
     fn release_pushes(&mut self, now: Time, out: &mut Outbox) {
         let Some(bps) = self.cfg.uplink_bps else { return };
         self.uplink.drain(now, bps);

@@ -33,7 +33,9 @@ use meshtv_tracker::Tracker;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap};
+
+use rustc_hash::FxHashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +105,15 @@ struct Slot {
     reach: Reachability,
     place: Place,
     cut_sides: u32,
-    links: BTreeMap<NodeId, Link>,
+    /// This node's connections. Looked up on every delivery, so hashed (the source and
+    /// tracker hold one per viewer); where a walk over them reaches the event queue it
+    /// goes in id order (`linked_ids`), so the hasher's order cannot reach the results.
+    links: FxHashMap<NodeId, Link>,
+    /// Links removed from `links` so far. A message carries its receiver's count from when
+    /// it was sent: while it is unchanged no connection of the receiver has closed, so the
+    /// one it came on is still up and delivery need not look it up (a cache miss per
+    /// message in 10^4-peer runs).
+    link_closures: u32,
     /// Current generation of each armed timer; a re-armed timer's older firing is stale.
     timers: Vec<(TimerId, u32)>,
     /// Index into the population, for viewers.
@@ -111,10 +121,35 @@ struct Slot {
     joined_at: Time,
 }
 
+impl Slot {
+    /// The ids this node has a connection to, in id order: the one order for any walk
+    /// over the links whose effects are queued as events.
+    fn linked_ids(&self) -> Vec<NodeId> {
+        let mut ids: Vec<NodeId> = self.links.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Removes the link to `peer`: the one way links leave `links`.
+    fn unlink(&mut self, peer: NodeId) -> Option<Link> {
+        let link = self.links.remove(&peer)?;
+        self.link_closures = self.link_closures.wrapping_add(1);
+        Some(link)
+    }
+
+    /// Whether a message sent to this node from `from` when its closures were `sent_at`
+    /// still has its connection.
+    fn still_linked(&self, from: NodeId, sent_at: u32) -> bool {
+        sent_at == self.link_closures || self.links.get(&from).is_some_and(|l| l.state == LinkState::Up)
+    }
+}
+
 enum Ev {
     Deliver {
         from: NodeId,
         to: NodeId,
+        /// The receiver's `Slot::link_closures` when this was sent.
+        closures: u32,
         msg: Msg,
     },
     Timer {
@@ -156,6 +191,8 @@ struct InFlight {
     latency_us: u64,
     /// Not delivered before this (the connection's handshake, a retransmission).
     not_before: Time,
+    /// The receiver's `Slot::link_closures` when it was sent.
+    closures: u32,
 }
 
 impl InFlight {
@@ -252,7 +289,7 @@ pub struct Engine {
     in_flight: Vec<Option<InFlight>>,
     /// Piece queues by (sender, receiver). Only ever looked up, never iterated, so the
     /// hasher's order cannot reach the results.
-    link_queues: HashMap<(NodeId, NodeId), LinkQueue>,
+    link_queues: FxHashMap<(NodeId, NodeId), LinkQueue>,
     queue_order: u64,
     relay: Option<ResId>,
     rng: ChaCha8Rng,
@@ -265,7 +302,7 @@ pub struct Engine {
     pub counters: Counters,
     /// Events by kind: messages delivered by their variant's name, and `"timer"` (for
     /// probes: where a run's events go; not in the report).
-    pub events_by_kind: HashMap<&'static str, u64>,
+    pub events_by_kind: FxHashMap<&'static str, u64>,
     pub collector: Collector,
 }
 
@@ -305,7 +342,7 @@ impl Engine {
             nodes: Vec::new(),
             flows,
             in_flight: Vec::new(),
-            link_queues: HashMap::new(),
+            link_queues: FxHashMap::default(),
             queue_order: 0,
             relay,
             rng: ChaCha8Rng::seed_from_u64(s.seed ^ 0x5851_f42d_4c95_7f2d),
@@ -316,7 +353,7 @@ impl Engine {
             changed: Vec::new(),
             verifier: Arc::new(Remembering::default()),
             counters: Counters::default(),
-            events_by_kind: HashMap::new(),
+            events_by_kind: FxHashMap::default(),
             collector: Collector::new(&s),
             policy,
             scenario: s,
@@ -385,7 +422,7 @@ impl Engine {
     /// Node ids that are currently connected to `id` (for tests).
     pub fn links_of(&self, id: NodeId) -> Vec<NodeId> {
         self.slot(id)
-            .map(|s| s.links.iter().filter(|(_, l)| l.state == LinkState::Up).map(|(k, _)| *k).collect())
+            .map(|s| s.linked_ids().into_iter().filter(|k| s.links[k].state == LinkState::Up).collect())
             .unwrap_or_default()
     }
 
@@ -442,7 +479,8 @@ impl Engine {
             reach,
             place,
             cut_sides,
-            links: BTreeMap::new(),
+            links: FxHashMap::default(),
+            link_closures: 0,
             timers: Vec::new(),
             viewer,
             joined_at: self.now,
@@ -526,7 +564,7 @@ impl Engine {
 
     fn handle(&mut self, ev: Ev) {
         match ev {
-            Ev::Deliver { from, to, msg } => {
+            Ev::Deliver { from, to, closures, msg } => {
                 self.counters.events += 1;
                 if self.cut_between(from, to) {
                     // Sent before the cut, still in flight when it came: lost.
@@ -542,7 +580,7 @@ impl Engine {
                     self.counters.messages_dropped += 1;
                     return;
                 };
-                if !slot.links.get(&from).is_some_and(|l| l.state == LinkState::Up) {
+                if !slot.still_linked(from, closures) {
                     // The connection closed while this was in flight.
                     self.counters.messages_dropped += 1;
                     return;
@@ -572,7 +610,7 @@ impl Engine {
                 match slot.links.get(&peer).map(|l| l.state) {
                     Some(LinkState::Up) => return,
                     Some(LinkState::Failing) => {
-                        slot.links.remove(&peer);
+                        slot.unlink(peer);
                     }
                     None => {}
                 }
@@ -662,10 +700,11 @@ impl Engine {
             }
         }
         // Its connections close: each neighbour hears of it one latency later.
-        for (&peer, link) in &slot.links {
+        for peer in slot.linked_ids() {
+            let link = slot.links[&peer];
             let lat = link.latency_us;
             if let Some(p) = self.slot_mut(peer) {
-                p.links.remove(&node);
+                p.unlink(node);
             }
             if link.state == LinkState::Up {
                 self.push(now + Duration::from_micros(lat), Ev::Disconnect { node: peer, peer: node });
@@ -719,7 +758,7 @@ impl Engine {
             if s.cut_sides & bit == 0 {
                 continue;
             }
-            for &peer in s.links.keys() {
+            for peer in s.linked_ids() {
                 let other = self.slot(peer).map_or(0, |p| p.cut_sides);
                 if other & bit == 0 {
                     severed.push((NodeId(i as u64), peer));
@@ -730,7 +769,7 @@ impl Engine {
             self.cancel_flows_between(a, b);
             for (x, y) in [(a, b), (b, a)] {
                 if let Some(s) = self.slot_mut(x) {
-                    s.links.remove(&y);
+                    s.unlink(y);
                 }
                 self.push(self.now + idle, Ev::Disconnect { node: x, peer: y });
             }
@@ -762,7 +801,7 @@ impl Engine {
             }
             let at = (self.now + Duration::from_micros(m.latency_us)).max(m.not_before);
             let msg = Msg::Piece { seq: m.seq, index: m.index, data: m.data };
-            self.push(at, Ev::Deliver { from: m.from, to: m.to, msg });
+            self.push(at, Ev::Deliver { from: m.from, to: m.to, closures: m.closures, msg });
             let next = self.link_queues.get_mut(&key).and_then(|q| q.waiting.pop());
             if let Some(Reverse(next)) = next {
                 let bytes = next.piece.wire_bytes();
@@ -921,13 +960,13 @@ impl Engine {
     }
 
     fn close(&mut self, a: NodeId, b: NodeId) {
-        let Some(link) = self.slot_mut(a).and_then(|s| s.links.remove(&b)) else { return };
+        let Some(link) = self.slot_mut(a).and_then(|s| s.unlink(b)) else { return };
         if link.state != LinkState::Up {
             return;
         }
         let lat = link.latency_us;
         if let Some(s) = self.slot_mut(b) {
-            s.links.remove(&a);
+            s.unlink(a);
         }
         self.cancel_flows_between(a, b);
         self.push(self.now, Ev::Disconnect { node: a, peer: b });
@@ -967,7 +1006,7 @@ impl Engine {
         };
         let up = sa.up;
         let lat = link.latency_us;
-        let Some(down) = self.slot(b).map(|s| s.down) else {
+        let Some((down, closures)) = self.slot(b).map(|s| (s.down, s.link_closures)) else {
             self.counters.messages_dropped += 1;
             return;
         };
@@ -979,7 +1018,7 @@ impl Engine {
         let extra = self.loss_delay_us(lat);
         if let Msg::Piece { seq, index, data } = msg {
             let not_before = depart + Duration::from_micros(lat + extra);
-            let piece = InFlight { from: a, to: b, seq, index, data, latency_us: lat + extra, not_before };
+            let piece = InFlight { from: a, to: b, seq, index, data, latency_us: lat + extra, not_before, closures };
             let bytes = piece.wire_bytes();
             let q = self.link_queues.entry((a, b)).or_default();
             if q.flow.is_some() {
@@ -1013,7 +1052,7 @@ impl Engine {
             if let Some(l) = self.slot_mut(a).and_then(|s| s.links.get_mut(&b)) {
                 l.control_at = at;
             }
-            self.push(at, Ev::Deliver { from: a, to: b, msg });
+            self.push(at, Ev::Deliver { from: a, to: b, closures, msg });
         }
     }
 

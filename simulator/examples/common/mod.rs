@@ -3,6 +3,10 @@
 
 use meshtv_simulator::{Policy, Scenario};
 
+/// The allocator `meshtv` itself runs with, so that these examples time what it does.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The scenario named by `args[1]` (default `small`) with `args[2..=4]` applied, and its
 /// policy. Panics with the argument's name on bad input: these are developer tools.
 pub fn scenario_from_args(args: &[String]) -> (Scenario, Policy) {
