@@ -125,7 +125,10 @@
 
   function playWithHlsJs(url) {
     const Hls = window.Hls;
-    const hls = new Hls({ lowLatencyMode: false, liveSyncDurationCount: 3 });
+    // A player that fell behind its live target catches up at up to 1.25x, as the
+    // peer's playback model does (peer/src/playback.rs: `CatchUp`); hls.js measures
+    // its target from the newest segment the gateway lists.
+    const hls = new Hls({ lowLatencyMode: false, liveSyncDurationCount: 3, maxLiveSyncPlaybackRate: 1.25 });
     let mediaRecoveries = 0;
     hls.on(Hls.Events.MANIFEST_PARSED, autoplay);
     hls.on(Hls.Events.ERROR, (_event, data) => {

@@ -1,5 +1,6 @@
 //! How a peer is set up by its driver.
 
+use crate::playback::CatchUp;
 use meshtv_proto::media::ChannelDescriptor;
 use meshtv_proto::verify::{self, Verifier};
 use meshtv_proto::NodeId;
@@ -71,6 +72,11 @@ pub struct PeerConfig {
     /// tight uplinks, 600 ms instead of 300 ms sent 16-18% fewer messages and started
     /// viewers no later (1 s started the 10,000 later).
     pub have_interval: Duration,
+    /// How a player that fell behind catches up (see [`crate::playback`]). A 5 s target at
+    /// 1.25x: in a simulated 2,000-viewer crowd on uplinks of 1.5x the bitrate, live delay
+    /// p95 went from 6.21 s to 4.97 s with no more stalls and the same savings (a 4 s
+    /// target: 4.25 s, but 0.1% rebuffering). dash.js catches up at up to 1.5x by default.
+    pub catch_up: Option<CatchUp>,
     /// How often the peer decides what to pull and releases queued uploads; a viewer with
     /// nothing to decide for a while ticks less often (see `Peer`'s quiet ticks).
     pub tick: Duration,
@@ -102,6 +108,7 @@ impl PeerConfig {
             serve_horizon: Duration::from_millis(300),
             source_request_bytes_max: 512 << 10,
             have_interval: Duration::from_millis(600),
+            catch_up: Some(CatchUp { above: Duration::from_secs(5), rate: 1.25 }),
             tick: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),
             fault: None,

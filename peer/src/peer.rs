@@ -1084,7 +1084,7 @@ fn segment_state_in(buffer: &Buffer, seq: u64) -> Option<SegmentState> {
 
 impl Node for Peer {
     fn on_start(&mut self, now: Time, out: &mut Outbox) {
-        self.playback = Playback::new(now, self.cfg.start_segments);
+        self.playback = Playback::new(now, self.cfg.start_segments).with_catch_up(self.cfg.catch_up);
         self.playback.start_budget = self.cfg.start_budget;
         // The NAT first: the tracker fills the join with parents and mesh partners this
         // peer reaches without the relay only if it knows the NAT by then.

@@ -5,6 +5,13 @@
 //! Playback starts when `start_segments` consecutive segments from the start segment are
 //! complete. From then on segment `k` is due when segment `k-1` has played out; if it is
 //! not complete by then, the player stalls until it is.
+//!
+//! A player that fell further behind the source than it needs to catches up the way live
+//! players do (hls.js' `maxLiveSyncPlaybackRate`, dash.js' catch-up): while the segment it
+//! plays is more than a target delay behind the source and the next one is already
+//! complete, the rest of the segment plays faster. A viewer otherwise keeps, for its whole
+//! session, the delay it started with, and in a young crowd that is the delay of a swarm
+//! still building its trees.
 
 use meshtv_proto::Time;
 use std::time::Duration;
@@ -41,6 +48,24 @@ pub struct Playback {
     pub on_time_segments: u64,
     /// Live delay of each played segment (creation at the source → playback), ms; bounded.
     pub live_delays_ms: Vec<u64>,
+    /// How the player catches up; `None`: it never does.
+    pub catch_up: Option<CatchUp>,
+    /// When the segment now playing (`next_seq - 1`) started, and its live delay then.
+    playing_since: Time,
+    playing_delay_ms: u64,
+    /// Whether the segment now playing was already sped up.
+    sped: bool,
+    /// Media time saved by playing faster, ms.
+    pub caught_up_ms: u64,
+}
+
+/// Faster playback for a player that is behind: see the module's doc.
+#[derive(Copy, Clone, Debug, PartialEq)]
+pub struct CatchUp {
+    /// Segments that play more than this behind the source may be sped up.
+    pub above: Duration,
+    /// Playback rate while catching up (above 1).
+    pub rate: f64,
 }
 
 /// Most live-delay samples kept (about an hour of 2 s segments).
@@ -49,6 +74,12 @@ const DELAY_SAMPLES_MAX: usize = 2048;
 impl Playback {
     pub fn new(joined_at: Time, start_segments: usize) -> Playback {
         Playback { joined_at, start_segments, ..Playback::default() }
+    }
+
+    /// The same, catching up as `catch_up` says.
+    pub fn with_catch_up(mut self, catch_up: Option<CatchUp>) -> Playback {
+        self.catch_up = catch_up.filter(|c| c.rate > 1.0);
+        self
     }
 
     pub fn started(&self) -> bool {
@@ -148,6 +179,7 @@ impl Playback {
         }
         // Bounded: at most one step per segment that is due by `now`.
         loop {
+            self.catch_up(&seg);
             let Some(st) = seg(self.next_seq) else {
                 if now > self.next_due && self.stalled_since.is_none() {
                     self.stalled_since = Some(self.next_due);
@@ -179,12 +211,35 @@ impl Playback {
             self.stalled_since = None;
             self.played_segments += 1;
             self.played_bytes += st.size_bytes as u64;
+            let delay_ms = play_at.as_millis().saturating_sub(st.created_ms);
             if self.live_delays_ms.len() < DELAY_SAMPLES_MAX {
-                self.live_delays_ms.push(play_at.as_millis().saturating_sub(st.created_ms));
+                self.live_delays_ms.push(delay_ms);
             }
             self.next_due = play_at + Duration::from_millis(st.duration_ms as u64);
             self.next_seq += 1;
+            (self.playing_since, self.playing_delay_ms, self.sped) = (play_at, delay_ms, false);
         }
+    }
+
+    /// Speeds up the rest of the segment now playing if it plays more than the target
+    /// behind the source and the next one came before it ends: from then on (or from its
+    /// start, if the next one was already here) it plays at the catch-up rate. Only what
+    /// the player knew at that moment decides, so a real player can do the same.
+    fn catch_up(&mut self, seg: &impl Fn(u64) -> Option<SegmentState>) {
+        let Some(c) = self.catch_up else { return };
+        if self.sped || self.played_segments == 0 || self.playing_delay_ms <= c.above.as_millis() as u64 {
+            return;
+        }
+        let Some(here) = seg(self.next_seq).and_then(|n| n.complete_at) else { return };
+        if here >= self.next_due {
+            return;
+        }
+        let from = here.max(self.playing_since);
+        let left = self.next_due.since(from);
+        let faster = Duration::from_secs_f64(left.as_secs_f64() / c.rate);
+        self.next_due = from + faster;
+        self.caught_up_ms += (left - faster).as_millis() as u64;
+        self.sped = true;
     }
 
     /// Buffered media ahead of the playhead, in ms (complete consecutive segments).
@@ -274,6 +329,56 @@ mod tests {
         assert_eq!(due(5), now);
         assert_eq!(due(6), now, "the second start segment is as urgent as the first");
         assert_eq!(due(7), now + Duration::from_millis(2000));
+    }
+
+    /// A player that starts segment 0 (created at `created_ms`, 2 s long) at 7 s, with
+    /// segment 1 complete at `next_at_ms` (if at all), looked at again at `now_ms`.
+    fn behind(
+        catch_up: Option<CatchUp>,
+        created_ms: u64,
+        next_at_ms: Option<u64>,
+        now_ms: u64,
+    ) -> (Playback, BTreeMap<u64, SegmentState>) {
+        let mut segs = BTreeMap::new();
+        let mut p = Playback::new(Time::ZERO, 1).with_catch_up(catch_up);
+        p.start_seq = Some(0);
+        segs.insert(0, SegmentState { created_ms, ..seg(7000) });
+        p.advance(Time::from_millis(7000), |s| segs.get(&s).copied());
+        if let Some(at) = next_at_ms {
+            segs.insert(1, SegmentState { created_ms: created_ms + 2000, ..seg(at) });
+        }
+        p.advance(Time::from_millis(now_ms), |s| segs.get(&s).copied());
+        (p, segs)
+    }
+
+    const CATCH_UP: Option<CatchUp> = Some(CatchUp { above: Duration::from_secs(5), rate: 1.25 });
+
+    #[test]
+    fn a_player_behind_its_target_plays_faster_once_the_next_segment_is_here() {
+        // Segment 1 already here when segment 0 starts, 7 s behind the source: all of
+        // segment 0 at 1.25x.
+        let (p, _) = behind(CATCH_UP, 0, Some(7000), 7000);
+        assert_eq!((p.next_due, p.caught_up_ms), (Time::from_millis(8600), 400));
+        // Segment 1 comes 1 s into segment 0: only the second second is faster.
+        let (mut p, segs) = behind(CATCH_UP, 0, Some(8000), 8100);
+        assert_eq!((p.next_due, p.caught_up_ms), (Time::from_millis(8800), 200));
+        // So segment 1 plays 6.8 s behind the source instead of 7 s.
+        p.advance(Time::from_millis(8800), |s| segs.get(&s).copied());
+        assert_eq!(p.live_delays_ms, vec![7000, 6800]);
+        assert_eq!(p.stalls, 0);
+    }
+
+    #[test]
+    fn no_catch_up_within_the_target_without_the_next_segment_or_when_off() {
+        let at_rate = |(p, _): (Playback, _)| (p.next_due, p.caught_up_ms);
+        let unchanged = (Time::from_millis(9000), 0);
+        // 4 s behind the source: within the 5 s target.
+        assert_eq!(at_rate(behind(CATCH_UP, 3000, Some(7000), 7000)), unchanged);
+        // Segment 1 not here yet, near the end of segment 0.
+        assert_eq!(at_rate(behind(CATCH_UP, 0, None, 8900)), unchanged);
+        assert_eq!(at_rate(behind(None, 0, Some(7000), 7000)), unchanged);
+        let one = Some(CatchUp { rate: 1.0, ..CATCH_UP.unwrap() });
+        assert_eq!(at_rate(behind(one, 0, Some(7000), 7000)), unchanged);
     }
 
     #[test]
