@@ -79,7 +79,7 @@ fn main() -> ExitCode {
 
 /// Turns transparent huge pages off for this process and those it starts. mimalloc backs
 /// its arenas with huge pages where it can: a simulation runs about 8% faster on them, but
-/// a viewer of the loopback demo then held 70-75 MiB instead of 58-62 MiB.
+/// a viewer of the loopback demo then held 71-74 MiB instead of 60-63 MiB.
 fn lean_memory() {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours.
     let rc = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
