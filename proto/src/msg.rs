@@ -145,6 +145,10 @@ impl PieceMap {
     pub fn get(&self, i: usize) -> bool {
         self.0.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
     }
+    /// Whether all of a segment's `pieces` are here.
+    pub fn is_full(&self, pieces: usize) -> bool {
+        (0..pieces).all(|i| self.get(i))
+    }
     /// Adds every piece `other` has (the map grows to the longer of the two).
     pub fn union_with(&mut self, other: &PieceMap) {
         self.0.resize(self.0.len().max(other.0.len()), 0);
