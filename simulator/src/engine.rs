@@ -138,7 +138,9 @@ impl Slot {
     }
 
     /// Whether a message sent to this node from `from` when its closures were `sent_at`
-    /// still has its connection.
+    /// still has its connection. A message is only sent on a connection that is up at
+    /// both ends (the ends are made and removed together), so with no closure since, it
+    /// still is.
     fn still_linked(&self, from: NodeId, sent_at: u32) -> bool {
         sent_at == self.link_closures || self.links.get(&from).is_some_and(|l| l.state == LinkState::Up)
     }
