@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{addr, segments, welcomed, SOURCE};
-use meshtv_proto::msg::{PeerInfo, PieceMap};
+use common::{assign, segments, welcomed, SOURCE};
+use meshtv_proto::msg::PieceMap;
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use std::time::Duration;
@@ -19,9 +19,7 @@ fn a_partner_that_holds_the_whole_segment_is_not_told_of_it() {
     let t0 = Time::from_millis(10_000);
     let mut out = Outbox::default();
     let mut p = welcomed(&b, VIEWER, t0, &mut out);
-    let source = Some(PeerInfo { id: SOURCE, addr: addr() });
-    let partners = [HAS_ALL, HAS_HALF, SILENT].map(|id| PeerInfo { id, addr: addr() }).to_vec();
-    p.on_message(t0, NodeId::TRACKER, Msg::Assign { parents: vec![source; 4], partners }, &mut out);
+    p.on_message(t0, NodeId::TRACKER, assign(SOURCE, &[HAS_ALL, HAS_HALF, SILENT]), &mut out);
     let (header, pieces) = segments(&b, VIEWER, 1).remove(0);
     let n = pieces.len();
     let mut half = PieceMap::with_len(n);

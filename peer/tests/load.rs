@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{addr, descriptor, PIECE_BYTES};
+use common::{addr, assign, descriptor, PIECE_BYTES};
 use meshtv_peer::{Peer, PeerConfig, PeerRole};
 use meshtv_proto::msg::PeerInfo;
 use meshtv_proto::sign::Broadcaster;
@@ -86,20 +86,19 @@ fn a_replaced_parent_stops_being_a_partner() {
         &mut out,
     );
     // Parent 2 in every stripe, one mesh partner (3).
-    let assign = |parent: u64, partners: Vec<PeerInfo>| Msg::Assign { parents: vec![Some(info(parent)); 4], partners };
-    p.on_message(now, NodeId::TRACKER, assign(2, vec![info(3)]), &mut out);
+    p.on_message(now, NodeId::TRACKER, assign(NodeId(2), &[NodeId(3)]), &mut out);
     assert_eq!(p.stats(now).partners, 2, "the parent and the mesh partner");
     // The optimizer moves every stripe to parent 4: 2 is no longer a partner, 3 stays.
-    p.on_message(now, NodeId::TRACKER, assign(4, Vec::new()), &mut out);
+    p.on_message(now, NodeId::TRACKER, assign(NodeId(4), &[]), &mut out);
     assert_eq!(p.stats(now).partners, 2, "parent 4 and mesh partner 3, not parent 2");
     // Five re-assignments later the list has not grown.
     for parent in [5, 6, 7, 8, 9] {
-        p.on_message(now, NodeId::TRACKER, assign(parent, Vec::new()), &mut out);
+        p.on_message(now, NodeId::TRACKER, assign(NodeId(parent), &[]), &mut out);
     }
     assert_eq!(p.stats(now).partners, 2);
     // A parent that is also a mesh partner stays one when it stops feeding us.
-    p.on_message(now, NodeId::TRACKER, assign(3, Vec::new()), &mut out);
-    p.on_message(now, NodeId::TRACKER, assign(10, Vec::new()), &mut out);
+    p.on_message(now, NodeId::TRACKER, assign(NodeId(3), &[]), &mut out);
+    p.on_message(now, NodeId::TRACKER, assign(NodeId(10), &[]), &mut out);
     assert_eq!(p.stats(now).partners, 2, "parent 10 and mesh partner 3");
 }
 

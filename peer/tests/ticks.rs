@@ -3,9 +3,8 @@
 
 mod common;
 
-use common::{addr, segments, welcomed, SOURCE};
+use common::{assign, segments, welcomed, SOURCE};
 use meshtv_peer::Peer;
-use meshtv_proto::msg::PeerInfo;
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use std::time::Duration;
@@ -19,11 +18,6 @@ fn next_tick(out: &Outbox) -> Option<Time> {
     out.timers.iter().rev().find(|(_, id)| *id == TICK).map(|(at, _)| *at)
 }
 
-fn assign(parent: NodeId) -> Msg {
-    let info = PeerInfo { id: parent, addr: addr() };
-    Msg::Assign { parents: vec![Some(info); 4], partners: vec![] }
-}
-
 /// A viewer with the source as parent on every stripe and segments 0 and 1 whole at
 /// `t0` (it starts playing at its next tick), and segment 2 still to come.
 fn with_two_segments(t0: Time) -> (Peer, std::vec::IntoIter<(Msg, Vec<Msg>)>) {
@@ -31,7 +25,7 @@ fn with_two_segments(t0: Time) -> (Peer, std::vec::IntoIter<(Msg, Vec<Msg>)>) {
     let mut segs = segments(&b, VIEWER, 3).into_iter();
     let mut out = Outbox::default();
     let mut p = welcomed(&b, VIEWER, t0, &mut out);
-    p.on_message(t0, NodeId::TRACKER, assign(SOURCE), &mut out);
+    p.on_message(t0, NodeId::TRACKER, assign(SOURCE, &[]), &mut out);
     for (header, pieces) in segs.by_ref().take(2) {
         p.on_message(t0, SOURCE, header, &mut out);
         for m in pieces {
@@ -73,7 +67,7 @@ fn a_viewer_waiting_only_on_pushes_ticks_less_often_and_wakes_for_what_it_must_s
     assert_eq!(next_tick(&out), Some(t0 + MS(1000)));
     // A new parent wakes the tick.
     let mut out = Outbox::default();
-    p.on_message(t0 + MS(750), NodeId::TRACKER, assign(NodeId(50)), &mut out);
+    p.on_message(t0 + MS(750), NodeId::TRACKER, assign(NodeId(50), &[]), &mut out);
     assert_eq!(next_tick(&out), Some(t0 + MS(850)));
 }
 

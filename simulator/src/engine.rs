@@ -32,10 +32,9 @@ use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time, TimerId};
 use meshtv_tracker::Tracker;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHashMap;
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap};
-
-use rustc_hash::FxHashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;

@@ -54,6 +54,12 @@ pub fn segments(b: &Broadcaster, to: NodeId, n: u64) -> Vec<(Msg, Vec<Msg>)> {
     found
 }
 
+/// The tracker's assignment: `parent` on every stripe, and `partners` for the mesh.
+pub fn assign(parent: NodeId, partners: &[NodeId]) -> Msg {
+    let info = |id: NodeId| PeerInfo { id, addr: addr() };
+    Msg::Assign { parents: vec![Some(info(parent)); 4], partners: partners.iter().map(|&id| info(id)).collect() }
+}
+
 /// Viewer `id` welcomed into the channel at `t0`.
 pub fn welcomed(b: &Broadcaster, id: NodeId, t0: Time, out: &mut Outbox) -> Peer {
     let mut p = Peer::new(PeerConfig::new(id, addr(), PeerRole::Viewer { channel: "live".into() }));
