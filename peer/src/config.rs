@@ -34,6 +34,17 @@ pub struct PeerConfig {
     pub seed: u64,
     /// Complete segments needed before playback starts.
     pub start_segments: usize,
+    /// A viewer starts as soon as its start segment is complete and it would play that
+    /// far behind the source, without waiting for the other start segments (see
+    /// [`crate::playback`]); it starts one segment behind the first it hears of. `None`:
+    /// it waits for all `start_segments`. In a simulated 10,000-viewer crowd joining in 30 s
+    /// on uplinks of 1.5x the bitrate, over its first 40 s, 4.5 s took startup p95 from
+    /// 4.66 s to 3.25 s and live delay p95 from 6.34 s to 5.20 s. A lower delay starts
+    /// viewers nearer the source than the young trees deliver, and the source, busy with
+    /// their late pieces, brings newcomers theirs later: with a rule that always waited
+    /// for the delay, 4 s gave startup p95 3.46 s and 2.1% rebuffering, 4.5 s 3.28 s and
+    /// 0.6%.
+    pub start_delay: Option<Duration>,
     /// How long a joining viewer leaves its start segments to parents and partners before
     /// the source fallback may bring them (see `source_fallback`: the source is asked once
     /// less than that is left of the budget).
@@ -98,6 +109,7 @@ impl PeerConfig {
             seed: id.0,
             start_segments: 2,
             start_budget: Duration::from_millis(2200),
+            start_delay: Some(Duration::from_millis(4500)),
             keep_behind_segments: 8,
             push_grace: Duration::from_millis(800),
             source_fallback: Duration::from_millis(1500),

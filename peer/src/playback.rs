@@ -6,6 +6,12 @@
 //! complete. From then on segment `k` is due when segment `k-1` has played out; if it is
 //! not complete by then, the player stalls until it is.
 //!
+//! With a start delay, a player whose start segment is complete need not wait for the
+//! others once it would already play that far behind the source: it starts then, with
+//! one segment in hand. The delay is a floor as much as a shortcut: a player that started
+//! nearer the source than the swarm delivers would fetch every segment from the source
+//! for the rest of its session.
+//!
 //! A player that fell further behind the source than it needs to catches up the way live
 //! players do (hls.js' `maxLiveSyncPlaybackRate`, dash.js' catch-up): while the segment it
 //! plays is more than a target delay behind the source and the next one is already
@@ -32,6 +38,10 @@ pub struct Playback {
     pub start_seq: Option<u64>,
     /// Complete segments needed before playback starts.
     pub start_segments: usize,
+    /// Once the start segment is complete, playback starts without the other start
+    /// segments as soon as it would play this far behind the source, and not before that
+    /// unless they are all here (see the module's doc).
+    pub start_delay: Option<Duration>,
     /// Before playback, the start segments count as due this long after joining (not at
     /// once): the swarm gets a moment to bring them before the source is asked.
     pub start_budget: Duration,
@@ -74,6 +84,12 @@ const DELAY_SAMPLES_MAX: usize = 2048;
 impl Playback {
     pub fn new(joined_at: Time, start_segments: usize) -> Playback {
         Playback { joined_at, start_segments, ..Playback::default() }
+    }
+
+    /// The same, starting as `start_delay` says.
+    pub fn with_start_delay(mut self, start_delay: Option<Duration>) -> Playback {
+        self.start_delay = start_delay;
+        self
     }
 
     /// The same, catching up as `catch_up` says.
@@ -123,9 +139,38 @@ impl Playback {
         if self.started() {
             (self.next_due.max(self.stalled_since.map_or(Time::ZERO, |_| now)), self.next_seq)
         } else {
-            let last_needed = self.start_seq.map_or(seq, |s| s + self.start_segments.max(1) as u64 - 1);
+            let last_needed = self.start_seq.map_or(seq, |s| s + self.start_needed() - 1);
             (now.max(self.joined_at + self.start_budget), last_needed.min(seq))
         }
+    }
+
+    /// Start segments as urgent as a stall: all of them, or with a start delay only the
+    /// first (the others are due as it plays out, which is when a start by the delay
+    /// needs them).
+    fn start_needed(&self) -> u64 {
+        if self.start_delay.is_some() {
+            1
+        } else {
+            self.start_segments.max(1) as u64
+        }
+    }
+
+    /// When playback can start at `start`, if it can yet: see the module's doc.
+    fn start_time(&self, start: u64, seg: &impl Fn(u64) -> Option<SegmentState>) -> Option<Time> {
+        let all = (start..start + self.start_segments.max(1) as u64)
+            .map(|s| seg(s).and_then(|st| st.complete_at))
+            .collect::<Option<Vec<_>>>()
+            .and_then(|done| done.into_iter().max());
+        let at = match self.start_delay {
+            None => all?,
+            Some(delay) => {
+                let first = seg(start)?;
+                let done = first.complete_at?;
+                let by_delay = done.max(Time::from_millis(first.created_ms) + delay);
+                all.map_or(by_delay, |all| all.min(by_delay))
+            }
+        };
+        Some(at.max(self.joined_at))
     }
 
     /// [`Playback::due`] of each of `seqs` (ascending), in one pass over the segments
@@ -140,11 +185,8 @@ impl Playback {
         let mut out = Vec::with_capacity(seqs.len());
         // `due` sums durations from a fixed first segment; a running sum is the same thing
         // from there on, but not before it (where `due` does not sum at all).
-        let first = if self.started() {
-            Some(self.next_seq)
-        } else {
-            self.start_seq.map(|s| s + self.start_segments.max(1) as u64 - 1)
-        };
+        let first =
+            if self.started() { Some(self.next_seq) } else { self.start_seq.map(|s| s + self.start_needed() - 1) };
         let mut cursor: Option<(u64, Time)> = None;
         for &seq in seqs {
             let at = match cursor {
@@ -165,14 +207,10 @@ impl Playback {
 
     /// Advances the playhead to `now`. `seg(seq)` describes the buffer's segments.
     pub fn advance(&mut self, now: Time, seg: impl Fn(u64) -> Option<SegmentState>) {
-        let start_segments = self.start_segments.max(1);
         if !self.started() {
             let Some(start) = self.start_seq else { return };
-            let ready = (start..start + start_segments as u64)
-                .map(|s| seg(s).and_then(|st| st.complete_at))
-                .collect::<Option<Vec<_>>>();
-            let Some(ready) = ready else { return };
-            let at = ready.into_iter().max().unwrap_or(now).max(self.joined_at);
+            // Later than `now` only when waiting for the start delay.
+            let Some(at) = self.start_time(start, &seg).filter(|&at| at <= now) else { return };
             self.started_at = Some(at);
             self.next_seq = start;
             self.next_due = at;
@@ -296,6 +334,37 @@ mod tests {
         assert_eq!(p.on_time_segments, 3);
         assert_eq!(p.next_seq, 13);
         assert_eq!(p.next_due, Time::from_millis(6900));
+    }
+
+    #[test]
+    fn with_a_start_delay_one_segment_starts_once_that_far_behind_unless_all_are_here() {
+        let created = |seq: u64, complete_ms: u64| SegmentState { created_ms: seq * 2000, ..seg(complete_ms) };
+        let delayed = || {
+            let mut p = Playback::new(Time::from_millis(21_000), 2).with_start_delay(Some(Duration::from_millis(4500)));
+            p.start_seq = Some(10);
+            p
+        };
+        // Segment 10 (created at 20 s) here at 22 s, 11 never: playback starts at 24.5 s,
+        // 4.5 s behind the source, not before.
+        let mut segs = BTreeMap::new();
+        segs.insert(10, created(10, 22_000));
+        let mut p = delayed();
+        p.advance(Time::from_millis(24_400), |s| segs.get(&s).copied());
+        assert!(!p.started());
+        p.advance(Time::from_millis(24_600), |s| segs.get(&s).copied());
+        assert_eq!(p.startup(), Some(Duration::from_millis(3500)));
+        assert_eq!(p.live_delays_ms, vec![4500]);
+        // Both start segments here before that: it starts when the second came, as
+        // without a start delay.
+        segs.insert(11, created(11, 23_000));
+        let mut p = delayed();
+        p.advance(Time::from_millis(23_100), |s| segs.get(&s).copied());
+        assert_eq!(p.startup(), Some(Duration::from_millis(2000)));
+        // Without a start delay, the lone segment never starts playback.
+        segs.remove(&11);
+        let mut p = delayed().with_start_delay(None);
+        p.advance(Time::from_millis(30_000), |s| segs.get(&s).copied());
+        assert!(!p.started());
     }
 
     #[test]

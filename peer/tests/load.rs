@@ -108,7 +108,10 @@ fn requests_in_flight_are_bounded_in_bytes_not_in_pieces() {
     // source may have 512 KiB in flight from it, i.e. 32 of these small pieces (a bound of
     // eight requests would leave a small-piece stream crawling at start).
     let b = Broadcaster::from_seed(9);
-    let mut p = Peer::new(PeerConfig::new(NodeId(100), addr(), PeerRole::Viewer { channel: "live".into() }));
+    // Without a start delay both start segments are due at once (with one, only the first).
+    let mut cfg = PeerConfig::new(NodeId(100), addr(), PeerRole::Viewer { channel: "live".into() });
+    cfg.start_delay = None;
+    let mut p = Peer::new(cfg);
     let t0 = Time::from_millis(1000);
     let mut out = Outbox::default();
     p.on_start(t0, &mut out);

@@ -1,9 +1,11 @@
 //! Where a viewer starts playing: near the live edge while it can get there, and with what
-//! it gathered once the swarm has shown it cannot.
+//! it gathered once the swarm has shown it cannot. Without a start delay (the first two
+//! tests), the newest segments; with one (the default), one segment behind, kept until it
+//! would play later than the delay.
 
 mod common;
 
-use common::{segments, welcomed};
+use common::{segments, welcomed_with};
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use std::time::Duration;
@@ -23,7 +25,7 @@ fn start_after_news(later: Duration) -> Option<u64> {
     assert_eq!(hs.len(), 4);
     let t0 = Time::from_millis(10_000);
     let mut out = Outbox::default();
-    let mut p = welcomed(&b, VIEWER, t0, &mut out);
+    let mut p = welcomed_with(&b, VIEWER, t0, &mut out, |c| c.start_delay = None);
     let mut hs = hs.into_iter();
     p.on_message(t0, NodeId(1), hs.next().unwrap(), &mut out);
     assert_eq!(p.playback().start_seq, Some(0));
@@ -52,7 +54,7 @@ fn a_start_segment_half_here_is_kept_while_the_edge_is_one_segment_beyond_a_jump
     let mut segs = segments(&b, VIEWER, 5).into_iter();
     let t0 = Time::from_millis(10_000);
     let mut out = Outbox::default();
-    let mut p = welcomed(&b, VIEWER, t0, &mut out);
+    let mut p = welcomed_with(&b, VIEWER, t0, &mut out, |c| c.start_delay = None);
     let (header, pieces) = segs.next().unwrap();
     p.on_message(t0, NodeId(1), header, &mut out);
     for m in pieces.into_iter().take(4) {
@@ -71,4 +73,36 @@ fn a_start_segment_half_here_is_kept_while_the_edge_is_one_segment_beyond_a_jump
     p.on_message(t, NodeId(1), header, &mut out);
     p.on_timer(t + Duration::from_millis(100), TimerId(1), &mut out);
     assert_eq!(p.playback().start_seq, Some(3));
+}
+
+#[test]
+fn with_a_start_delay_a_viewer_starts_one_behind_and_moves_on_only_once_that_is_late() {
+    // Segment `s` is created at `2 s * s`.
+    let b = Broadcaster::from_seed(9);
+    let segs = segments(&b, VIEWER, 5);
+    let (header, pieces): (Vec<Msg>, Vec<Vec<Msg>>) = segs.into_iter().unzip();
+    for half_of_2_here in [false, true] {
+        let t0 = Time::from_millis(7_000);
+        let mut out = Outbox::default();
+        let mut p = welcomed_with(&b, VIEWER, t0, &mut out, |c| c.start_delay = Some(Duration::from_millis(4500)));
+        // The first header heard of is the newest, 3: the start is the one before.
+        p.on_message(t0, NodeId(1), header[3].clone(), &mut out);
+        assert_eq!(p.playback().start_seq, Some(2));
+        p.on_message(t0, NodeId(1), header[2].clone(), &mut out);
+        if half_of_2_here {
+            for m in pieces[2].iter().take(4) {
+                p.on_message(t0, NodeId(1), m.clone(), &mut out);
+            }
+        }
+        // A newer segment comes, but 2 would still play within 4.5 s of its creation
+        // (at 4 s): it is kept.
+        let t = Time::from_millis(8_400);
+        p.on_message(t, NodeId(1), header[4].clone(), &mut out);
+        p.on_timer(t, TimerId(1), &mut out);
+        assert_eq!(p.playback().start_seq, Some(2));
+        // Past 8.5 s it would play later than that: it is given up for 3, unless half
+        // of it is here.
+        p.on_timer(Time::from_millis(8_600), TimerId(1), &mut out);
+        assert_eq!(p.playback().start_seq, Some(if half_of_2_here { 2 } else { 3 }));
+    }
 }

@@ -62,7 +62,20 @@ pub fn assign(parent: NodeId, partners: &[NodeId]) -> Msg {
 
 /// Viewer `id` welcomed into the channel at `t0`.
 pub fn welcomed(b: &Broadcaster, id: NodeId, t0: Time, out: &mut Outbox) -> Peer {
-    let mut p = Peer::new(PeerConfig::new(id, addr(), PeerRole::Viewer { channel: "live".into() }));
+    welcomed_with(b, id, t0, out, |_| {})
+}
+
+/// The same, its default config changed by `tweak` first.
+pub fn welcomed_with(
+    b: &Broadcaster,
+    id: NodeId,
+    t0: Time,
+    out: &mut Outbox,
+    tweak: impl FnOnce(&mut PeerConfig),
+) -> Peer {
+    let mut cfg = PeerConfig::new(id, addr(), PeerRole::Viewer { channel: "live".into() });
+    tweak(&mut cfg);
+    let mut p = Peer::new(cfg);
     p.on_start(t0, out);
     let source = PeerInfo { id: SOURCE, addr: addr() };
     p.on_message(
