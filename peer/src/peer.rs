@@ -823,12 +823,18 @@ impl Peer {
             // segment's creation give up a segment about to complete, for one whose
             // start delay was 2 s further off (in a simulated 2,000-viewer crowd their
             // startup went from about 2 s to 3.4 s).
-            // Without its header the segment's age is unknown: it is kept until the header
-            // comes.
-            let late = self
-                .buffer
-                .get(start)
-                .is_some_and(|slot| now.as_millis() > slot.header.header.created_ms + delay.as_millis() as u64);
+            // Without its header, the segment's age is taken from the next one's: a viewer
+            // that never gets that header (the start is one behind the first it heard of)
+            // would otherwise wait for it forever (in a simulated 10,000-viewer crowd, 42
+            // viewers behind symmetric NATs never started).
+            let created_ms = match self.buffer.get(start) {
+                Some(slot) => Some(slot.header.header.created_ms),
+                None => self
+                    .buffer
+                    .get(start + 1)
+                    .map(|next| next.header.header.created_ms.saturating_sub(next.header.header.duration_ms as u64)),
+            };
+            let late = created_ms.is_some_and(|c| now.as_millis() > c + delay.as_millis() as u64);
             if late && !half_here && newest > start {
                 self.playback.start_seq = Some(start + 1);
             }

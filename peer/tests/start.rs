@@ -106,3 +106,21 @@ fn with_a_start_delay_a_viewer_starts_one_behind_and_moves_on_only_once_that_is_
         assert_eq!(p.playback().start_seq, Some(if half_of_2_here { 2 } else { 3 }));
     }
 }
+
+#[test]
+fn a_start_segment_whose_header_never_comes_is_given_up_once_the_next_one_says_it_is_late() {
+    let b = Broadcaster::from_seed(9);
+    let hs = headers(&b, 4);
+    let t0 = Time::from_millis(7_000);
+    let mut out = Outbox::default();
+    let mut p = welcomed_with(&b, VIEWER, t0, &mut out, |c| c.start_delay = Some(Duration::from_millis(4500)));
+    // It hears of 3 (created at 6 s) and 4 later, never of 2, its start.
+    p.on_message(t0, NodeId(1), hs[3].clone(), &mut out);
+    assert_eq!(p.playback().start_seq, Some(2));
+    p.on_timer(Time::from_millis(8_400), TimerId(1), &mut out);
+    assert_eq!(p.playback().start_seq, Some(2), "2 (created at 4 s, by 3's header) is not late yet");
+    let late = Time::from_millis(8_600);
+    p.on_message(late, NodeId(1), segments(&b, VIEWER, 5).swap_remove(4).0, &mut out);
+    p.on_timer(late, TimerId(1), &mut out);
+    assert_eq!(p.playback().start_seq, Some(3));
+}
