@@ -802,12 +802,27 @@ impl Peer {
     /// Only within twice the start budget, though: a viewer still waiting then is in a
     /// swarm that brings it less than the stream's rate, and every jump would throw away
     /// what it gathered (in a simulated 2,000-viewer swarm with tight uplinks, 800
-    /// viewers never started that way).
+    /// viewers never started that way). With a start delay, the segment is given up for
+    /// the next only once it would play later than the delay and is not yet half here;
+    /// without one, whenever the live edge has moved on (see below).
     fn catch_up_before_start(&mut self, now: Time) {
         if self.playback.started() || now.since(self.playback.joined_at) > self.cfg.start_budget * 2 {
             return;
         }
         let (Some(start), Some(newest)) = (self.playback.start_seq, self.buffer.newest()) else { return };
+        let half_here = self.buffer.get(start).is_some_and(|s| s.received * 2 >= s.pieces.len());
+        if let Some(delay) = self.cfg.start_delay {
+            // Giving it up whenever a newer header came (the rule below) made viewers that
+            // joined just after a segment's creation give up one about to complete for
+            // one whose delay ran out 2 s later (in a simulated 2,000-viewer crowd they
+            // started 3.4 s after joining; the segment given up was complete 1.7-2.6 s
+            // after joining).
+            let late = self.created_ms_of(start).is_some_and(|c| now.as_millis() > c + delay.as_millis() as u64);
+            if late && !half_here && newest > start {
+                self.playback.start_seq = Some(start + 1);
+            }
+            return;
+        }
         let k = self.cfg.start_segments.max(1) as u64;
         // Allow one segment in flight beyond the ones needed to start; two when the start
         // segment is at least half here. In a young, busy swarm (simulated: 10,000
@@ -815,34 +830,23 @@ impl Peer {
         // to cross the trees, and a viewer that gave up a half-complete segment for the
         // newest ones waited that long again (startup p95 8.9 s; keeping it, 5.4 s, for
         // live delay p95 7.4 -> 7.6 s).
-        let half_here = self.buffer.get(start).is_some_and(|s| s.received * 2 >= s.pieces.len());
-        if let Some(delay) = self.cfg.start_delay {
-            // A start segment is given up, for the next, only once it would already play
-            // later than the start delay and is not yet half here. Jumping whenever a
-            // newer header came (the rule below) made viewers that joined just after a
-            // segment's creation give up a segment about to complete, for one whose
-            // start delay was 2 s further off (in a simulated 2,000-viewer crowd their
-            // startup went from about 2 s to 3.4 s).
-            // Without its header, the segment's age is taken from the next one's: a viewer
-            // that never gets that header (the start is one behind the first it heard of)
-            // would otherwise wait for it forever (in a simulated 10,000-viewer crowd, 42
-            // viewers behind symmetric NATs never started).
-            let created_ms = match self.buffer.get(start) {
-                Some(slot) => Some(slot.header.header.created_ms),
-                None => self
-                    .buffer
-                    .get(start + 1)
-                    .map(|next| next.header.header.created_ms.saturating_sub(next.header.header.duration_ms as u64)),
-            };
-            let late = created_ms.is_some_and(|c| now.as_millis() > c + delay.as_millis() as u64);
-            if late && !half_here && newest > start {
-                self.playback.start_seq = Some(start + 1);
-            }
-            return;
-        }
         let keep = half_here && newest <= start + k + 1;
         if newest > start + k && !keep {
             self.playback.start_seq = Some(newest + 1 - k);
+        }
+    }
+
+    /// When segment `seq` was created at the source, in ms; without its header, taken from
+    /// the next one's. A viewer starting one behind the first header it heard of may never
+    /// get the header of its start, and would otherwise wait for it forever (in a
+    /// simulated 10,000-viewer crowd, 42 viewers behind symmetric NATs never started).
+    fn created_ms_of(&self, seq: u64) -> Option<u64> {
+        match self.buffer.get(seq) {
+            Some(slot) => Some(slot.header.header.created_ms),
+            None => self
+                .buffer
+                .get(seq + 1)
+                .map(|next| next.header.header.created_ms.saturating_sub(next.header.header.duration_ms as u64)),
         }
     }
 
@@ -1005,8 +1009,9 @@ impl Peer {
         if !started {
             // A newcomer's parents push its start pieces front to back; asked back to
             // front, pulls and the source's answers meet those pushes instead of racing
-            // them for the same pieces (simulated 10,000-viewer crowd on tight uplinks:
-            // startup p95 3.80 -> 3.52 s).
+            // them for the same pieces (simulated 10,000-viewer crowd on tight uplinks,
+            // its first 40 s, with an earlier form of the start delay: startup p95
+            // 3.80 -> 3.52 s).
             wanted.reverse();
         }
         for m in wanted {
