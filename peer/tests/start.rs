@@ -1,7 +1,8 @@
 //! Where a viewer starts playing: near the live edge while it can get there, and with what
 //! it gathered once the swarm has shown it cannot. Without a start delay (the first two
 //! tests), the newest segments; with one (the default), one segment behind, kept until it
-//! would play later than the delay.
+//! would play later than the delay, and past that while it is still the one further along
+//! (for at most a second).
 
 mod common;
 
@@ -123,4 +124,42 @@ fn a_start_segment_whose_header_never_comes_is_given_up_once_the_next_one_says_i
     p.on_message(late, NodeId(1), segments(&b, VIEWER, 5).swap_remove(4).0, &mut out);
     p.on_timer(late, TimerId(1), &mut out);
     assert_eq!(p.playback().start_seq, Some(3));
+}
+
+#[test]
+fn a_late_start_segment_still_coming_is_kept_until_the_next_overtakes_it_or_a_second_passes() {
+    // Segment `s` is created at `2 s * s` and has 8 pieces; with a 4.5 s delay, segment 2
+    // is late from 8.5 s.
+    let b = Broadcaster::from_seed(9);
+    let (header, pieces): (Vec<Msg>, Vec<Vec<Msg>>) = segments(&b, VIEWER, 5).into_iter().unzip();
+    assert_eq!(pieces[2].len(), 8);
+    for next_overtakes in [false, true] {
+        let t0 = Time::from_millis(7_000);
+        let mut out = Outbox::default();
+        let mut p = welcomed_with(&b, VIEWER, t0, &mut out, |c| c.start_delay = Some(Duration::from_millis(4500)));
+        for h in [&header[3], &header[2], &header[4]] {
+            p.on_message(t0, NodeId(1), h.clone(), &mut out);
+        }
+        assert_eq!(p.playback().start_seq, Some(2));
+        // A quarter of 2 is here, none of 3: late, but still the one further along.
+        for m in pieces[2].iter().take(2) {
+            p.on_message(t0, NodeId(1), m.clone(), &mut out);
+        }
+        p.on_timer(Time::from_millis(8_600), TimerId(1), &mut out);
+        assert_eq!(p.playback().start_seq, Some(2), "kept past its delay while 3 has less of itself here");
+        if next_overtakes {
+            let t = Time::from_millis(8_800);
+            for m in pieces[3].iter().take(3) {
+                p.on_message(t, NodeId(1), m.clone(), &mut out);
+            }
+            p.on_timer(t, TimerId(1), &mut out);
+            assert_eq!(p.playback().start_seq, Some(3), "3 overtook it");
+        } else {
+            p.on_timer(Time::from_millis(9_400), TimerId(1), &mut out);
+            assert_eq!(p.playback().start_seq, Some(2));
+            // A second past its delay it is given up whatever the next one holds.
+            p.on_timer(Time::from_millis(9_600), TimerId(1), &mut out);
+            assert_eq!(p.playback().start_seq, Some(3));
+        }
+    }
 }
