@@ -52,6 +52,11 @@ struct State<'a> {
     /// Each row's best possible utility (its top arc), flat so that the steal bound,
     /// the hottest read of a pass, is one cache line and not two pointer hops.
     top: Vec<i64>,
+    /// Each row's top column, and the utility of its second arc (0 if none): a holder
+    /// displaced from its top column can land on at best its second arc, a much tighter
+    /// bound than its top one, since most holders sit on their top column.
+    top_col: Vec<u32>,
+    second: Vec<i64>,
     col_of: Vec<Option<u32>>,
     /// Free slots of each column (one array read in the hot path, not two).
     room: Vec<u32>,
@@ -111,7 +116,8 @@ impl State<'_> {
                 let uh = self.utility_of[h];
                 // The holder can at best land on its top arc: skip the scan for its free
                 // alternative when even that would not beat the best move found so far.
-                let bound = mover_gain + self.top[h] - uh;
+                let alt_max = if self.top_col[h] == a.col { self.second[h] } else { self.top[h] };
+                let bound = mover_gain + alt_max - uh;
                 if best.is_some_and(|b| bound <= b.gain) {
                     continue;
                 }
@@ -232,6 +238,8 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
         p,
         steal_columns_max: opts.steal_columns_max,
         top: p.arcs.iter().map(|a| a.first().map_or(0, |a| a.utility)).collect(),
+        top_col: p.arcs.iter().map(|a| a.first().map_or(u32::MAX, |a| a.col)).collect(),
+        second: p.arcs.iter().map(|a| a.get(1).map_or(0, |a| a.utility)).collect(),
         col_of: vec![None; p.rows()],
         utility_of: vec![0; p.rows()],
         room: p.capacity.clone(),
