@@ -49,6 +49,7 @@ struct Move {
 struct State<'a> {
     p: &'a Problem,
     steal_columns_max: usize,
+    threshold: i64,
     /// Each row's best possible utility (its top arc), flat so that the steal bound,
     /// the hottest read of a pass, is one cache line and not two pointer hops.
     top: Vec<i64>,
@@ -118,7 +119,9 @@ impl State<'_> {
                 // alternative when even that would not beat the best move found so far.
                 let alt_max = if self.top_col[h] == a.col { self.second[h] } else { self.top[h] };
                 let bound = mover_gain + alt_max - uh;
-                if best.is_some_and(|b| bound <= b.gain) {
+                // Nor when it could not gain more than the threshold: such a move is
+                // never applied (a third of the holders scanned on 10,000 peers).
+                if bound <= best.map_or(self.threshold, |b| b.gain.max(self.threshold)) {
                     continue;
                 }
                 let (alt, ua) = self.best_free(h, a.col, here);
@@ -237,6 +240,7 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
     let mut s = State {
         p,
         steal_columns_max: opts.steal_columns_max,
+        threshold: opts.threshold,
         top: p.arcs.iter().map(|a| a.first().map_or(0, |a| a.utility)).collect(),
         top_col: p.arcs.iter().map(|a| a.first().map_or(u32::MAX, |a| a.col)).collect(),
         second: p.arcs.iter().map(|a| a.get(1).map_or(0, |a| a.utility)).collect(),
