@@ -4,7 +4,11 @@
 //! `cargo run --release -p meshtv-simulator --example probe -- SCENARIO [POLICY] [PEERS] [DURATION_S] [STEP_S]`.
 //! With `TIMELINE=1`, also the first segments of up to 40 viewers that joined in the first
 //! 8 s (or in the 8 s from `TIMELINE_FROM` seconds): when each header came and each
-//! segment completed, relative to joining.
+//! segment completed, relative to joining. With `SLOW_STARTS=1`, every viewer that started
+//! more than 3 s after joining (issue 5's startup target), with its start segment, the one
+//! before and the one after (created, header and completion times relative to joining),
+//! and a count by 5 s of joining time; the buffer keeps only recent segments, so run the
+//! probe no further than about 15 s past the joins of interest.
 
 mod common;
 
@@ -63,6 +67,9 @@ fn main() {
         let mbps = |bytes: u64| bytes as f64 * 8.0 / (t - before) / 1e6;
         if std::env::var_os("TIMELINE").is_some() {
             timeline(&e, &rows);
+        }
+        if std::env::var_os("SLOW_STARTS").is_some() {
+            slow_starts(&e, &rows);
         }
         startups(&e, &rows);
         upload_classes(&rows, t - before);
@@ -244,6 +251,41 @@ fn flow_cost(e: &Engine, t: f64, started: std::time::Instant) {
     let shares: Vec<String> =
         kinds.iter().take(10).map(|(k, n)| format!("{k} {:.1}%", *n as f64 * 100.0 / total as f64)).collect();
     eprintln!("  events by kind so far: {}", shares.join(", "));
+}
+
+/// Viewers that started more than 3 s after joining: where they started, and when the
+/// segments around that start were created, heard of and complete (s after joining).
+fn slow_starts(e: &Engine, rows: &[Row]) {
+    let mut by_join: BTreeMap<u64, u32> = BTreeMap::new();
+    for r in rows {
+        let (Some(j), Some(startup)) = (e.joined_at(r.id), r.stats.startup_s) else { continue };
+        if startup <= 3.0 {
+            continue;
+        }
+        *by_join.entry(j.as_secs_f64() as u64 / 5 * 5).or_default() += 1;
+        let buffer = r.peer.buffer();
+        let rel = |t: Time| t.since(j).as_secs_f64();
+        let segment = |seq: u64| {
+            buffer.get(seq).map_or("-".to_string(), |slot| {
+                format!(
+                    "created {:.2} header {:.2} complete {}",
+                    slot.header.header.created_ms as f64 / 1000.0 - j.as_secs_f64(),
+                    rel(slot.header_at),
+                    slot.complete_at.map_or("-".to_string(), |c| format!("{:.2}", rel(c)))
+                )
+            })
+        };
+        let start = r.peer.playback().start_seq.unwrap_or(0);
+        eprintln!(
+            "      {:?} joined {:.2} startup {startup:.2} start {start}: [before: {}] [start: {}] [after: {}]",
+            r.id,
+            j.as_secs_f64(),
+            segment(start.saturating_sub(1)),
+            segment(start),
+            segment(start + 1)
+        );
+    }
+    eprintln!("    started after more than 3 s, by joining time (5 s bins): {by_join:?}");
 }
 
 /// For up to 40 viewers that joined in an 8 s window (`TIMELINE_FROM`, default 0): when the
