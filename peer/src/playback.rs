@@ -158,9 +158,7 @@ impl Playback {
     /// When playback can start at `start`, if it can yet: see the module's doc.
     fn start_time(&self, start: u64, seg: &impl Fn(u64) -> Option<SegmentState>) -> Option<Time> {
         let all = (start..start + self.start_segments.max(1) as u64)
-            .map(|s| seg(s).and_then(|st| st.complete_at))
-            .collect::<Option<Vec<_>>>()
-            .and_then(|done| done.into_iter().max());
+            .try_fold(Time::ZERO, |latest, s| Some(latest.max(seg(s)?.complete_at?)));
         let at = match self.start_delay {
             None => all?,
             Some(delay) => {

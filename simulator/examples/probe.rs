@@ -12,6 +12,7 @@
 
 mod common;
 
+use meshtv_peer::buffer::Slot;
 use meshtv_peer::{Peer, PeerStats};
 use meshtv_proto::{NodeId, Time};
 use meshtv_simulator::Engine;
@@ -263,18 +264,7 @@ fn slow_starts(e: &Engine, rows: &[Row]) {
             continue;
         }
         *by_join.entry(j.as_secs_f64() as u64 / 5 * 5).or_default() += 1;
-        let buffer = r.peer.buffer();
-        let rel = |t: Time| t.since(j).as_secs_f64();
-        let segment = |seq: u64| {
-            buffer.get(seq).map_or("-".to_string(), |slot| {
-                format!(
-                    "created {:.2} header {:.2} complete {}",
-                    slot.header.header.created_ms as f64 / 1000.0 - j.as_secs_f64(),
-                    rel(slot.header_at),
-                    slot.complete_at.map_or("-".to_string(), |c| format!("{:.2}", rel(c)))
-                )
-            })
-        };
+        let segment = |seq: u64| r.peer.buffer().get(seq).map_or("-".to_string(), |slot| segment_times(slot, j));
         let start = r.peer.playback().start_seq.unwrap_or(0);
         eprintln!(
             "      {:?} joined {:.2} startup {startup:.2} start {start}: [before: {}] [start: {}] [after: {}]",
@@ -288,6 +278,18 @@ fn slow_starts(e: &Engine, rows: &[Row]) {
     eprintln!("    started after more than 3 s, by joining time (5 s bins): {by_join:?}");
 }
 
+/// When a segment was created at the source, its header came and it was complete here, in
+/// seconds after `joined`.
+fn segment_times(slot: &Slot, joined: Time) -> String {
+    let rel = |t: Time| t.since(joined).as_secs_f64();
+    format!(
+        "created {:.2} header {:.2} complete {}",
+        slot.header.header.created_ms as f64 / 1000.0 - joined.as_secs_f64(),
+        rel(slot.header_at),
+        slot.complete_at.map_or("-".to_string(), |c| format!("{:.2}", rel(c)))
+    )
+}
+
 /// For up to 40 viewers that joined in an 8 s window (`TIMELINE_FROM`, default 0): when the
 /// headers of their first segments came and when each segment completed, in seconds after
 /// joining.
@@ -296,7 +298,6 @@ fn timeline(e: &Engine, rows: &[Row]) {
     let joined_in_window = |j: Time| (from..from + 8.0).contains(&j.as_secs_f64());
     for r in rows.iter().filter(|r| e.joined_at(r.id).is_some_and(joined_in_window)).take(40) {
         let Some(j) = e.joined_at(r.id) else { continue };
-        let rel = |t: Time| t.since(j).as_secs_f64();
         let st = &r.stats;
         let mut line = format!(
             "      {:?} joined {:.2} start {:?} startup {:?} from source {} kB of {} kB:",
@@ -308,12 +309,7 @@ fn timeline(e: &Engine, rows: &[Row]) {
             (st.bytes_from_source + st.bytes_from_peers) / 1000
         );
         for (seq, slot) in r.peer.buffer().iter().take(4) {
-            line += &format!(
-                " [{seq} created {:.2} header {:.2} complete {:?}]",
-                slot.header.header.created_ms as f64 / 1000.0 - j.as_secs_f64(),
-                rel(slot.header_at),
-                slot.complete_at.map(|c| (rel(c) * 100.0).round() / 100.0)
-            );
+            line += &format!(" [{seq} {}]", segment_times(slot, j));
         }
         eprintln!("{line}");
     }

@@ -115,8 +115,9 @@ impl State<'_> {
             for &h in &self.holders[a.col as usize] {
                 let h = h as usize;
                 let uh = self.utility_of[h];
-                // The holder can at best land on its top arc: skip the scan for its free
-                // alternative when even that would not beat the best move found so far.
+                // The holder can at best land on its top arc, or its second when the top
+                // is the column taken from it: skip the scan for its free alternative
+                // when even that would not beat the best move found so far.
                 let alt_max = if self.top_col[h] == a.col { self.second[h] } else { self.top[h] };
                 let bound = mover_gain + alt_max - uh;
                 // Nor when it could not gain more than the threshold: such a move is
