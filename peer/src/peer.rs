@@ -1,6 +1,6 @@
 //! The peer state machine. See the crate documentation for what it does.
 
-use crate::buffer::{Buffer, Offer};
+use crate::buffer::{Buffer, Offer, Slot};
 use crate::config::{Fault, PeerConfig, PeerRole};
 use crate::playback::{Playback, SegmentState};
 use crate::scheduler::{self, Decision, Missing, PartnerView, Policy};
@@ -64,6 +64,11 @@ pub struct Peer {
     parents: Vec<Option<PeerInfo>>,
     /// Mesh partners, with what they announced and what we asked of them.
     partners: BTreeMap<NodeId, PartnerView>,
+    /// The newest segment any partner announced, kept up as Haves arrive: every tick asks
+    /// for it, and a walk over every partner's maps for it was a third of the peer's tick
+    /// in 10^4-peer simulations. `None` once a partner or one of its maps went away (the
+    /// newest may have gone with it): worked out again at the next use.
+    partners_newest: Option<Option<u64>>,
     /// Children and the stripes (bit mask) they asked us to push.
     children: BTreeMap<NodeId, u32>,
     /// Outstanding requests: piece → (asked node, when).
@@ -164,6 +169,7 @@ impl Peer {
             buffer: Buffer::default(),
             playback: Playback::default(),
             partners: BTreeMap::new(),
+            partners_newest: None,
             children: BTreeMap::new(),
             requested: BTreeMap::new(),
             uplink: Backlog::default(),
@@ -665,6 +671,7 @@ impl Peer {
     /// Removes every trace of a peer's role as partner, parent or child.
     fn forget(&mut self, peer: NodeId) {
         self.partners.remove(&peer);
+        self.partners_newest = None;
         self.mesh.remove(&peer);
         self.children.remove(&peer);
         self.skips.retain(|(c, _), _| *c != peer);
@@ -752,6 +759,7 @@ impl Peer {
                 self.partners.entry(id).or_default();
             } else if old != 0 && !self.mesh.contains(&id) {
                 self.partners.remove(&id);
+                self.partners_newest = None;
             }
         }
         self.parents = parents;
@@ -882,11 +890,14 @@ impl Peer {
             let low = self.window_low();
             self.buffer.evict_before(low);
             // Most ticks have nothing below the window: skip the scans then.
-            if self.requested.first_key_value().is_some_and(|((s, _), _)| *s < low) {
+            // `is_empty` first: an emptied map's first entry is a cache miss away.
+            if !self.requested.is_empty() && self.requested.first_key_value().is_some_and(|((s, _), _)| *s < low) {
                 self.requested.retain(|(s, _), _| *s >= low);
                 self.recount_source();
             }
-            if self.headers_requested.first_key_value().is_some_and(|(s, _)| *s < low) {
+            if !self.headers_requested.is_empty()
+                && self.headers_requested.first_key_value().is_some_and(|(s, _)| *s < low)
+            {
                 self.headers_requested.retain(|s, _| *s >= low);
             }
             if !self.pending.is_empty() {
@@ -939,7 +950,7 @@ impl Peer {
     /// segment only once. Asks a partner that announced it, else the source.
     fn fetch_missing_headers(&mut self, now: Time, out: &mut Outbox) {
         let Some(from) = self.playback.wanted_from() else { return };
-        let announced = self.partners.values().filter_map(|p| p.have.newest()).max();
+        let announced = self.partners_newest();
         let Some(newest) = self.buffer.newest().max(announced) else { return };
         for seq in from..=newest.min(from + WINDOW_AHEAD_SEGMENTS) {
             if self.buffer.get(seq).is_some() {
@@ -950,6 +961,15 @@ impl Peer {
                 self.ask_header(now, to, seq, out);
             }
         }
+    }
+
+    /// The newest segment any partner announced.
+    fn partners_newest(&mut self) -> Option<u64> {
+        let partners = &self.partners;
+        let walk = || partners.values().filter_map(|p| p.have.newest()).max();
+        let newest = *self.partners_newest.get_or_insert_with(walk);
+        debug_assert_eq!(newest, walk(), "partners_newest missed a change of the partners' maps");
+        newest
     }
 
     /// Sends pull requests for missing pieces, most urgent segments first.
@@ -983,7 +1003,7 @@ impl Peer {
                 if source.is_some() {
                     *q = (*q).min(due - policy.source_fallback);
                 }
-                for (index, _) in slot.pieces.iter().enumerate().filter(|(_, p)| p.is_none()) {
+                for index in slot.have.missing(slot.pieces.len()) {
                     let stripe = SegmentHeader::stripe_of(index, stripes) as usize;
                     // With no parent, a piece is pulled as soon as a partner has it.
                     let parent = self.parents.get(stripe).is_some_and(|p| p.is_some());
@@ -997,14 +1017,11 @@ impl Peer {
             let may_fall_back = source.is_some() && due.since(now) < policy.source_fallback;
             if !may_fall_back
                 && self.requested.range((seq, 0)..=(seq, usize::MAX)).next().is_none()
-                && !partners_hold_missing(&self.partners, seq, &slot.pieces)
+                && !partners_hold_missing(&self.partners, seq, slot)
             {
                 continue;
             }
-            for (index, piece) in slot.pieces.iter().enumerate() {
-                if piece.is_some() {
-                    continue;
-                }
+            for index in slot.have.missing(slot.pieces.len()) {
                 let stripe = SegmentHeader::stripe_of(index, stripes) as usize;
                 wanted.push(Missing {
                     seq,
@@ -1041,6 +1058,7 @@ impl Peer {
                 if let Some(p) = self.partners.get_mut(&node) {
                     // It did not deliver: do not count on its map for this segment.
                     p.have.remove(m.seq);
+                    self.partners_newest = None;
                 }
             }
             if held.as_ref().is_none_or(|(s, _)| *s != m.seq) {
@@ -1122,11 +1140,10 @@ fn drop_queued(queue: &mut VecDeque<Queued>, to: NodeId, seq: u64, pieces: &Piec
     (count, bytes)
 }
 
-/// Whether some partner announced one of the pieces of segment `seq` still missing here.
-fn partners_hold_missing(partners: &BTreeMap<NodeId, PartnerView>, seq: u64, pieces: &[Option<Bytes>]) -> bool {
-    partners.values().any(|p| {
-        p.have.get(seq).is_some_and(|map| pieces.iter().enumerate().any(|(i, piece)| piece.is_none() && map.get(i)))
-    })
+/// Whether some partner announced one of the pieces of segment `seq` still missing here
+/// (read from the slot's map: its pieces' array is cold memory on most ticks).
+fn partners_hold_missing(partners: &BTreeMap<NodeId, PartnerView>, seq: u64, slot: &Slot) -> bool {
+    partners.values().any(|p| p.have.get(seq).is_some_and(|map| slot.have.lacks_any_of(map, slot.pieces.len())))
 }
 
 /// How many pieces segment `seq` has (0 if its header is not here).
@@ -1223,6 +1240,9 @@ impl Node for Peer {
             Msg::Have { seq, pieces } => {
                 if let Some(p) = self.partners.get_mut(&from) {
                     p.record_have(seq, pieces);
+                    if let Some(newest) = self.partners_newest.as_mut() {
+                        *newest = (*newest).max(Some(seq));
+                    }
                     // A viewer without any parent has nobody to push it a first header, so
                     // it asks its partners for the headers they announce.
                     let parentless = self.parents.iter().all(Option::is_none);
@@ -1250,6 +1270,7 @@ impl Node for Peer {
                     self.settled(from);
                     if let Some(p) = self.partners.get_mut(&from) {
                         p.have.remove(seq);
+                        self.partners_newest = None;
                     }
                     self.wake(now, out);
                 }
