@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 /// Bins: one per bit of a `u64` time, plus bin 0 for "due at the last time taken".
 const BINS: usize = 65;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry<T> {
     pub at: u64,
     pub seq: u64,
@@ -31,11 +31,20 @@ pub struct RadixQueue<T> {
     len: usize,
     /// The first entry of the lowest non-empty bin, once found (bin 0 empty).
     min: Option<(usize, usize)>,
+    /// Scratch for the entries a redistribution finds due at once (kept for its allocation).
+    due: Vec<Entry<T>>,
 }
 
-impl<T: Copy> Default for RadixQueue<T> {
+impl<T> Default for RadixQueue<T> {
     fn default() -> Self {
-        RadixQueue { bin0: VecDeque::new(), bins: (0..BINS).map(|_| Vec::new()).collect(), last: 0, len: 0, min: None }
+        RadixQueue {
+            bin0: VecDeque::new(),
+            bins: (0..BINS).map(|_| Vec::new()).collect(),
+            last: 0,
+            len: 0,
+            min: None,
+            due: Vec::new(),
+        }
     }
 }
 
@@ -47,7 +56,7 @@ fn bin_of(last: u64, at: u64) -> usize {
     }
 }
 
-impl<T: Copy> RadixQueue<T> {
+impl<T> RadixQueue<T> {
     pub fn len(&self) -> usize {
         self.len
     }
@@ -70,7 +79,7 @@ impl<T: Copy> RadixQueue<T> {
         let bin = &mut self.bins[b];
         bin.push(e);
         if let Some((mb, mi)) = self.min {
-            let m = self.bins[mb][mi];
+            let m = &self.bins[mb][mi];
             if b < mb || (b == mb && (at, seq) < (m.at, m.seq)) {
                 self.min = Some((b, self.bins[b].len() - 1));
             }
@@ -83,7 +92,7 @@ impl<T: Copy> RadixQueue<T> {
             return Some((e.at, e.seq));
         }
         let (b, i) = self.find_min()?;
-        let e = self.bins[b][i];
+        let e = &self.bins[b][i];
         Some((e.at, e.seq))
     }
 
@@ -110,19 +119,16 @@ impl<T: Copy> RadixQueue<T> {
             // The new `last` is that bin's earliest time; its entries move to lower bins
             // (those due then to bin 0, in insertion order).
             self.last = self.bins[b][i].at;
-            let moved = std::mem::take(&mut self.bins[b]);
-            let mut due: Vec<Entry<T>> = Vec::new();
-            for e in &moved {
+            let mut moved = std::mem::take(&mut self.bins[b]);
+            for e in moved.drain(..) {
                 match bin_of(self.last, e.at) {
-                    0 => due.push(*e),
-                    nb => self.bins[nb].push(*e),
+                    0 => self.due.push(e),
+                    nb => self.bins[nb].push(e),
                 }
             }
-            due.sort_unstable_by_key(|e| e.seq);
-            self.bin0.extend(due);
+            self.due.sort_unstable_by_key(|e| e.seq);
+            self.bin0.extend(self.due.drain(..));
             // Keep the emptied bin's allocation.
-            let mut moved = moved;
-            moved.clear();
             self.bins[b] = moved;
         }
         let e = self.bin0.pop_front()?;
