@@ -671,7 +671,7 @@ impl Peer {
     /// Removes every trace of a peer's role as partner, parent or child.
     fn forget(&mut self, peer: NodeId) {
         self.partners.remove(&peer);
-        self.partners_newest = None;
+        self.partner_gone();
         self.mesh.remove(&peer);
         self.children.remove(&peer);
         self.skips.retain(|(c, _), _| *c != peer);
@@ -759,7 +759,7 @@ impl Peer {
                 self.partners.entry(id).or_default();
             } else if old != 0 && !self.mesh.contains(&id) {
                 self.partners.remove(&id);
-                self.partners_newest = None;
+                self.partner_gone();
             }
         }
         self.parents = parents;
@@ -963,6 +963,22 @@ impl Peer {
         }
     }
 
+    /// A partner went: what was worked out from its maps is to be worked out again.
+    fn partner_gone(&mut self) {
+        self.partners_newest = None;
+        for (_, slot) in self.buffer.iter_mut() {
+            slot.held = None;
+        }
+    }
+
+    /// A partner's map of segment `seq` went.
+    fn partner_map_gone(&mut self, seq: u64) {
+        self.partners_newest = None;
+        if let Some(slot) = self.buffer.get_mut(seq) {
+            slot.held = None;
+        }
+    }
+
     /// The newest segment any partner announced.
     fn partners_newest(&mut self) -> Option<u64> {
         let partners = &self.partners;
@@ -997,6 +1013,11 @@ impl Peer {
         let dues = self
             .playback
             .due_each(&incomplete, now, target_ms, |s| segment_state_in(&self.buffer, s).filter(|_| s >= from));
+        for &seq in &incomplete {
+            if let Some(slot) = self.buffer.get_mut(seq) {
+                held_by_partners(&self.partners, seq, slot);
+            }
+        }
         for (&seq, due) in incomplete.iter().zip(dues) {
             let Some(slot) = self.buffer.get(seq) else { continue };
             if let Some(q) = quiet.as_mut() {
@@ -1017,7 +1038,7 @@ impl Peer {
             let may_fall_back = source.is_some() && due.since(now) < policy.source_fallback;
             if !may_fall_back
                 && self.requested.range((seq, 0)..=(seq, usize::MAX)).next().is_none()
-                && !partners_hold_missing(&self.partners, seq, slot)
+                && !slot.held.as_ref().is_some_and(|held| slot.have.lacks_any_of(held, slot.pieces.len()))
             {
                 continue;
             }
@@ -1058,14 +1079,14 @@ impl Peer {
                 if let Some(p) = self.partners.get_mut(&node) {
                     // It did not deliver: do not count on its map for this segment.
                     p.have.remove(m.seq);
-                    self.partners_newest = None;
+                    self.partner_map_gone(m.seq);
                 }
             }
             if held.as_ref().is_none_or(|(s, _)| *s != m.seq) {
-                let mut union = PieceMap::default();
-                for map in self.partners.values().filter_map(|p| p.have.get(m.seq)) {
-                    union.union_with(map);
-                }
+                let union = match self.buffer.get_mut(m.seq) {
+                    Some(slot) => held_by_partners(&self.partners, m.seq, slot).clone(),
+                    None => PieceMap::default(),
+                };
                 held = Some((m.seq, union));
             }
             let someone_has = held.as_ref().is_some_and(|(_, u)| u.get(m.index));
@@ -1140,10 +1161,19 @@ fn drop_queued(queue: &mut VecDeque<Queued>, to: NodeId, seq: u64, pieces: &Piec
     (count, bytes)
 }
 
-/// Whether some partner announced one of the pieces of segment `seq` still missing here
-/// (read from the slot's map: its pieces' array is cold memory on most ticks).
-fn partners_hold_missing(partners: &BTreeMap<NodeId, PartnerView>, seq: u64, slot: &Slot) -> bool {
-    partners.values().any(|p| p.have.get(seq).is_some_and(|map| slot.have.lacks_any_of(map, slot.pieces.len())))
+/// The pieces of segment `seq` some partner announced: the slot's union, worked out from
+/// the partners' maps if it went stale.
+fn held_by_partners<'a>(partners: &BTreeMap<NodeId, PartnerView>, seq: u64, slot: &'a mut Slot) -> &'a PieceMap {
+    let walk = || {
+        let mut union = PieceMap::default();
+        for map in partners.values().filter_map(|p| p.have.get(seq)) {
+            union.union_with(map);
+        }
+        union
+    };
+    let held = slot.held.get_or_insert_with(walk);
+    debug_assert_eq!(*held, walk(), "the union of segment {seq}'s maps missed a change");
+    held
 }
 
 /// How many pieces segment `seq` has (0 if its header is not here).
@@ -1239,7 +1269,17 @@ impl Node for Peer {
             }
             Msg::Have { seq, pieces } => {
                 if let Some(p) = self.partners.get_mut(&from) {
-                    p.record_have(seq, pieces);
+                    if let Some(slot) = self.buffer.get_mut(seq) {
+                        // A map that only grew joins the union; one that shrank spoils it.
+                        let grew = p.have.get(seq).is_none_or(|old| pieces.covers(old));
+                        match (&mut slot.held, grew) {
+                            (Some(held), true) => held.union_with(&pieces),
+                            (held, _) => *held = None,
+                        }
+                    }
+                    if let Some(forgotten) = p.record_have(seq, pieces) {
+                        self.partner_map_gone(forgotten);
+                    }
                     if let Some(newest) = self.partners_newest.as_mut() {
                         *newest = (*newest).max(Some(seq));
                     }
@@ -1270,7 +1310,7 @@ impl Node for Peer {
                     self.settled(from);
                     if let Some(p) = self.partners.get_mut(&from) {
                         p.have.remove(seq);
-                        self.partners_newest = None;
+                        self.partner_map_gone(seq);
                     }
                     self.wake(now, out);
                 }

@@ -69,16 +69,15 @@ impl HaveMaps {
         self.0.is_empty()
     }
 
-    /// Records `seq`'s map (replacing an older one), then forgets the oldest segments
-    /// beyond `HAVE_SEGMENTS_MAX`.
-    fn insert(&mut self, seq: u64, pieces: PieceMap) {
+    /// Records `seq`'s map (replacing an older one), then forgets the oldest segment if
+    /// that makes more than `HAVE_SEGMENTS_MAX`: returns the segment forgotten.
+    fn insert(&mut self, seq: u64, pieces: PieceMap) -> Option<u64> {
         match self.find(seq) {
             Ok(i) => self.0[i].1 = pieces,
             Err(i) => self.0.insert(i, (seq, pieces)),
         }
-        while self.0.len() > HAVE_SEGMENTS_MAX {
-            self.0.pop_front();
-        }
+        // One insert adds at most one segment, so at most one goes.
+        (self.0.len() > HAVE_SEGMENTS_MAX).then(|| self.0.pop_front()).flatten().map(|(s, _)| s)
     }
 }
 
@@ -87,8 +86,9 @@ impl PartnerView {
         self.have.get(seq).is_some_and(|m| m.get(index))
     }
 
-    pub fn record_have(&mut self, seq: u64, pieces: PieceMap) {
-        self.have.insert(seq, pieces);
+    /// Records an announcement; returns the segment whose map was forgotten to make room.
+    pub fn record_have(&mut self, seq: u64, pieces: PieceMap) -> Option<u64> {
+        self.have.insert(seq, pieces)
     }
 }
 

@@ -171,6 +171,11 @@ impl PieceMap {
             theirs & !ours & mask != 0
         })
     }
+    /// Whether this map holds every piece `other` does and is at least as long (then a
+    /// union that held `other` and takes this one in is as if `other` had never been in it).
+    pub fn covers(&self, other: &PieceMap) -> bool {
+        self.0.len() >= other.0.len() && self.0.iter().zip(&other.0).all(|(ours, theirs)| theirs & !ours == 0)
+    }
     /// Adds every piece `other` has (the map grows to the longer of the two).
     pub fn union_with(&mut self, other: &PieceMap) {
         self.0.resize(self.0.len().max(other.0.len()), 0);
@@ -427,5 +432,7 @@ mod tests {
         assert!(!ours.lacks_any_of(&long, 13));
         assert!(ours.lacks_any_of(&PieceMap::full(16), 13));
         assert!(!PieceMap::full(13).lacks_any_of(&PieceMap::full(16), 13));
+        assert!(theirs.covers(&theirs) && PieceMap::full(13).covers(&ours) && !ours.covers(&theirs));
+        assert!(!ours.covers(&long) && long.covers(&PieceMap::with_len(13)));
     }
 }
