@@ -73,11 +73,23 @@ impl HaveMaps {
     /// that makes more than `HAVE_SEGMENTS_MAX`: returns the segment forgotten.
     fn insert(&mut self, seq: u64, pieces: PieceMap) -> Option<u64> {
         match self.find(seq) {
-            Ok(i) => self.0[i].1 = pieces,
-            Err(i) => self.0.insert(i, (seq, pieces)),
+            Ok(i) => {
+                self.0[i].1 = pieces;
+                None
+            }
+            Err(i) if self.0.len() < HAVE_SEGMENTS_MAX => {
+                self.0.insert(i, (seq, pieces));
+                None
+            }
+            // Full: the oldest goes first, so the array never grows past the bound (growing
+            // to one more would double its allocation, for every partner of every peer).
+            Err(0) => Some(seq),
+            Err(i) => {
+                let oldest = self.0.pop_front().map(|(s, _)| s);
+                self.0.insert(i - 1, (seq, pieces));
+                oldest
+            }
         }
-        // One insert adds at most one segment, so at most one goes.
-        (self.0.len() > HAVE_SEGMENTS_MAX).then(|| self.0.pop_front()).flatten().map(|(s, _)| s)
     }
 }
 
@@ -221,12 +233,16 @@ mod tests {
             }
             let mut m = PieceMap::with_len(8);
             m.set((step % 8) as usize);
-            maps.insert(seq, m.clone());
+            let forgotten = maps.insert(seq, m.clone());
             model.insert(seq, m);
+            let mut expected = None;
             while model.len() > HAVE_SEGMENTS_MAX {
-                model.pop_first();
+                expected = model.pop_first().map(|(s, _)| s);
             }
+            assert_eq!(forgotten, expected, "segment forgotten at step {step}");
             assert_eq!(maps.len(), model.len());
+            // The bound holds for the allocation too, not only the length.
+            assert!(maps.0.capacity() <= HAVE_SEGMENTS_MAX, "capacity {}", maps.0.capacity());
             assert_eq!(maps.newest(), model.keys().next_back().copied());
             for probe in seq.saturating_sub(50)..seq + 50 {
                 assert_eq!(maps.get(probe), model.get(&probe), "segment {probe} at step {step}");
