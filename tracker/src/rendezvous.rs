@@ -21,7 +21,7 @@ use meshtv_proto::msg::{NatReport, Offer, Plan};
 use meshtv_proto::nat::{self, Allocation, Mapping, Path, Reachability};
 use meshtv_proto::{Msg, NodeId, Outbox, Time};
 use rand::Rng;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -39,6 +39,11 @@ pub struct Rendezvous {
     pub direct_ms: u32,
     reports: BTreeMap<NodeId, NatReport>,
     sessions: BTreeMap<(NodeId, NodeId), Session>,
+    /// Sessions in the order they started, which is the order they expire in: the
+    /// tracker's every tick expires from the front instead of walking every session (at
+    /// 10^5 simulated peers that walk was 1.5% of the run). An entry whose session has
+    /// gone, or was started anew, is passed over.
+    by_start: VecDeque<(Time, (NodeId, NodeId))>,
 }
 
 struct Session {
@@ -51,7 +56,13 @@ struct Session {
 
 impl Default for Rendezvous {
     fn default() -> Self {
-        Rendezvous { relay: true, direct_ms: 2000, reports: BTreeMap::new(), sessions: BTreeMap::new() }
+        Rendezvous {
+            relay: true,
+            direct_ms: 2000,
+            reports: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            by_start: VecDeque::new(),
+        }
     }
 }
 
@@ -87,7 +98,15 @@ impl Rendezvous {
     }
 
     pub fn expire(&mut self, now: Time) {
-        self.sessions.retain(|_, s| now.since(s.started) < SESSION_TTL);
+        while let Some(&(started, key)) = self.by_start.front() {
+            if now.since(started) < SESSION_TTL {
+                break;
+            }
+            self.by_start.pop_front();
+            if self.sessions.get(&key).is_some_and(|s| s.started == started) {
+                self.sessions.remove(&key);
+            }
+        }
     }
 
     /// Which of `a` and `b` opens the QUIC connection.
@@ -152,6 +171,7 @@ impl Rendezvous {
             let token = rng.gen::<u64>().max(1);
             self.sessions
                 .insert(key, Session { token, started: now, offers: BTreeMap::new(), planned: BTreeSet::new() });
+            self.by_start.push_back((now, key));
         }
         let path = self.path(from, peer);
         let dialer = self.dialer(from, peer);
@@ -288,6 +308,33 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn sessions_expire_after_their_ttl_and_a_session_started_anew_keeps_its_own() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let addr = |_| Some("1.2.3.4:5".parse().unwrap());
+        let mut r = Rendezvous::default();
+        for n in 1..=4 {
+            r.report(NodeId(n), report("full-cone", "203.0.113.1", 4000 + n as u16));
+        }
+        let ask = |r: &mut Rendezvous, rng: &mut rand_chacha::ChaCha8Rng, at: f64, a: u64, b: u64| {
+            let mut out = Outbox::default();
+            let ra = r.reports[&NodeId(a)].clone();
+            r.on_request(Time::from_secs_f64(at), rng, NodeId(a), NodeId(b), offer(&ra), false, addr, &mut out);
+        };
+        ask(&mut r, &mut rng, 0.0, 1, 2);
+        ask(&mut r, &mut rng, 4.0, 3, 4);
+        // Node 1 goes and comes back: its pair starts anew at 8 s.
+        r.forget(NodeId(1));
+        r.report(NodeId(1), report("full-cone", "203.0.113.1", 4001));
+        ask(&mut r, &mut rng, 8.0, 1, 2);
+        r.expire(Time::from_secs_f64(10.0));
+        assert_eq!(r.sessions.len(), 2, "the first (1, 2) entry must not expire the new session");
+        r.expire(Time::from_secs_f64(14.0));
+        assert_eq!(r.sessions.keys().copied().collect::<Vec<_>>(), [(NodeId(1), NodeId(2))]);
+        r.expire(Time::from_secs_f64(18.0));
+        assert!(r.sessions.is_empty() && r.by_start.is_empty());
     }
 
     #[test]
