@@ -303,6 +303,8 @@ pub struct Engine {
     /// Events by kind: messages delivered by their variant's name, and `"timer"` (for
     /// probes: where a run's events go; not in the report).
     pub events_by_kind: FxHashMap<&'static str, u64>,
+    /// The outbox handed to the cores, empty between events (see `apply`).
+    outbox: Outbox,
     pub collector: Collector,
 }
 
@@ -352,6 +354,7 @@ impl Engine {
             verifier: Arc::new(Remembering::default()),
             counters: Counters::default(),
             events_by_kind: FxHashMap::default(),
+            outbox: Outbox::default(),
             collector: Collector::new(&s),
             policy,
             scenario: s,
@@ -478,7 +481,7 @@ impl Engine {
             self.nodes.resize_with(i + 1, || None);
         }
         self.nodes[i] = Some(Box::new(slot));
-        let mut out = Outbox::default();
+        let mut out = std::mem::take(&mut self.outbox);
         let now = self.now;
         if let Some(s) = self.slot_mut(id) {
             s.core.node().on_start(now, &mut out);
@@ -560,7 +563,7 @@ impl Engine {
                     self.counters.delivered_across_healed += 1;
                 }
                 let now = self.now;
-                let mut out = Outbox::default();
+                let mut out = std::mem::take(&mut self.outbox);
                 let Some(slot) = self.slot_mut(to) else {
                     self.counters.messages_dropped += 1;
                     return;
@@ -578,7 +581,7 @@ impl Engine {
             }
             Ev::Timer { node, timer, generation } => {
                 let now = self.now;
-                let mut out = Outbox::default();
+                let mut out = std::mem::take(&mut self.outbox);
                 let Some(slot) = self.slot_mut(node) else { return };
                 if !slot.timers.iter().any(|&(t, g)| t == timer && g == generation) {
                     return;
@@ -590,7 +593,7 @@ impl Engine {
             }
             Ev::Disconnect { node, peer } => {
                 let now = self.now;
-                let mut out = Outbox::default();
+                let mut out = std::mem::take(&mut self.outbox);
                 let Some(slot) = self.slot_mut(node) else { return };
                 match slot.links.get(&peer).map(|l| l.state) {
                     Some(LinkState::Up) => return,
@@ -719,7 +722,7 @@ impl Engine {
         let now = self.now;
         let dur_ms = self.scenario.segment_duration_ms;
         let data = segment_data(seq, self.scenario.segment_bytes());
-        let mut out = Outbox::default();
+        let mut out = std::mem::take(&mut self.outbox);
         if let Some(Core::Peer(p)) = self.slot_mut(SOURCE).map(|s| &mut s.core) {
             p.publish(now, seq, dur_ms, &data, &mut out);
         }
@@ -835,9 +838,11 @@ impl Engine {
 
     /// Carries out what a core asked for: timers, then dials, then sends, then closes
     /// (the same order as the real driver).
-    fn apply(&mut self, from: NodeId, out: Outbox) {
-        let Outbox { sends, dials, closes, timers } = out;
-        for (at, timer) in timers {
+    /// Carries out a core's outbox, then keeps it (emptied) for the next event: its
+    /// vectors' allocations outlive the event, where a fresh outbox per event was a
+    /// malloc and a free for each of them.
+    fn apply(&mut self, from: NodeId, mut out: Outbox) {
+        for (at, timer) in out.timers.drain(..) {
             let Some(slot) = self.slot_mut(from) else { break };
             let generation = match slot.timers.iter_mut().find(|(t, _)| *t == timer) {
                 Some((_, g)) => {
@@ -851,15 +856,16 @@ impl Engine {
             };
             self.push(at, Ev::Timer { node: from, timer, generation });
         }
-        for peer in dials {
+        for peer in out.dials.drain(..) {
             self.dial(from, peer);
         }
-        for (to, msg) in sends {
+        for (to, msg) in out.sends.drain(..) {
             self.send(from, to, msg);
         }
-        for peer in closes {
+        for peer in out.closes.drain(..) {
             self.close(from, peer);
         }
+        self.outbox = out;
     }
 
     fn latency_us_between(&self, a: &Slot, b: NodeId, relayed: bool) -> u64 {
