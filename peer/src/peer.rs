@@ -670,8 +670,7 @@ impl Peer {
 
     /// Removes every trace of a peer's role as partner, parent or child.
     fn forget(&mut self, peer: NodeId) {
-        self.partners.remove(&peer);
-        self.partner_gone();
+        self.remove_partner(peer);
         self.mesh.remove(&peer);
         self.children.remove(&peer);
         self.skips.retain(|(c, _), _| *c != peer);
@@ -758,8 +757,7 @@ impl Peer {
             if new != 0 {
                 self.partners.entry(id).or_default();
             } else if old != 0 && !self.mesh.contains(&id) {
-                self.partners.remove(&id);
-                self.partner_gone();
+                self.remove_partner(id);
             }
         }
         self.parents = parents;
@@ -963,15 +961,24 @@ impl Peer {
         }
     }
 
-    /// A partner went: what was worked out from its maps is to be worked out again.
-    fn partner_gone(&mut self) {
+    /// Removes a partner; what was worked out from its maps is to be worked out again.
+    fn remove_partner(&mut self, id: NodeId) {
+        self.partners.remove(&id);
         self.partners_newest = None;
         for (_, slot) in self.buffer.iter_mut() {
             slot.held = None;
         }
     }
 
-    /// A partner's map of segment `seq` went.
+    /// Forgets what partner `id` announced of segment `seq`.
+    fn drop_partner_map(&mut self, id: NodeId, seq: u64) {
+        if let Some(p) = self.partners.get_mut(&id) {
+            p.have.remove(seq);
+            self.partner_map_gone(seq);
+        }
+    }
+
+    /// A partner's map of segment `seq` went: what was worked out from it is stale.
     fn partner_map_gone(&mut self, seq: u64) {
         self.partners_newest = None;
         if let Some(slot) = self.buffer.get_mut(seq) {
@@ -1076,11 +1083,8 @@ impl Peer {
                 }
                 self.requested.remove(&(m.seq, m.index));
                 self.settled(node);
-                if let Some(p) = self.partners.get_mut(&node) {
-                    // It did not deliver: do not count on its map for this segment.
-                    p.have.remove(m.seq);
-                    self.partner_map_gone(m.seq);
-                }
+                // It did not deliver: do not count on its map for this segment.
+                self.drop_partner_map(node, m.seq);
             }
             if held.as_ref().is_none_or(|(s, _)| *s != m.seq) {
                 let union = match self.buffer.get_mut(m.seq) {
@@ -1308,10 +1312,7 @@ impl Node for Peer {
                     }
                     self.requested.remove(&(seq, index as usize));
                     self.settled(from);
-                    if let Some(p) = self.partners.get_mut(&from) {
-                        p.have.remove(seq);
-                        self.partner_map_gone(seq);
-                    }
+                    self.drop_partner_map(from, seq);
                     self.wake(now, out);
                 }
             }

@@ -837,10 +837,8 @@ impl Engine {
     }
 
     /// Carries out what a core asked for: timers, then dials, then sends, then closes
-    /// (the same order as the real driver).
-    /// Carries out a core's outbox, then keeps it (emptied) for the next event: its
-    /// vectors' allocations outlive the event, where a fresh outbox per event was a
-    /// malloc and a free for each of them.
+    /// (the same order as the real driver). The emptied outbox is kept for the next
+    /// event, so its vectors' allocations outlive the event.
     fn apply(&mut self, from: NodeId, mut out: Outbox) {
         for (at, timer) in out.timers.drain(..) {
             let Some(slot) = self.slot_mut(from) else { break };
