@@ -7,11 +7,13 @@ use meshtv_proto::msg::PieceMap;
 use meshtv_proto::verify::Verifier;
 use meshtv_proto::Time;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// One segment being assembled (or complete).
 #[derive(Debug)]
 pub struct Slot {
-    pub header: SignedHeader,
+    /// Shared with the message it came in and the children it went to.
+    pub header: Arc<SignedHeader>,
     pub header_at: Time,
     pub pieces: Vec<Option<Bytes>>,
     pub have: PieceMap,
@@ -66,7 +68,7 @@ pub struct Buffer {
 
 impl Buffer {
     /// Adds a verified header; returns false if it was already known.
-    pub fn insert_header(&mut self, header: SignedHeader, now: Time) -> bool {
+    pub fn insert_header(&mut self, header: Arc<SignedHeader>, now: Time) -> bool {
         let seq = header.header.seq;
         if self.slots.contains_key(&seq) {
             return false;
@@ -170,7 +172,7 @@ mod tests {
         let b = Broadcaster::from_seed(1);
         let ch = ChannelId::derive(&b.public_key(), "c");
         let data: Vec<u8> = (0..3000u32).map(|i| i as u8).collect();
-        let h = b.sign(SegmentHeader::describe(ch, 0, 2000, 0, 1024, &data));
+        let h = Arc::new(b.sign(SegmentHeader::describe(ch, 0, 2000, 0, 1024, &data)));
         let mut buf = Buffer::default();
         assert_eq!(buf.offer(0, 0, Bytes::copy_from_slice(&data[..1024]), Time(1)), Offer::NoHeader);
         assert!(buf.insert_header(h.clone(), Time(1)));

@@ -14,6 +14,7 @@ use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 const TICK: TimerId = TimerId(1);
@@ -297,10 +298,10 @@ impl Peer {
             return;
         };
         let header = SegmentHeader::describe(d.id, seq, duration_ms, now.as_millis(), d.piece_bytes, data);
-        let signed = signer.sign(header);
+        let signed = Arc::new(signer.sign(header));
         self.buffer.insert_header(signed.clone(), now);
         for child in self.children.keys() {
-            out.send(*child, Msg::Header(Box::new(signed.clone())));
+            out.send(*child, Msg::Header(signed.clone()));
         }
         for (index, chunk) in data.chunks(d.piece_bytes as usize).enumerate() {
             let piece = Bytes::copy_from_slice(chunk);
@@ -550,7 +551,7 @@ impl Peer {
         }
     }
 
-    fn on_header(&mut self, now: Time, from: NodeId, signed: SignedHeader, out: &mut Outbox) {
+    fn on_header(&mut self, now: Time, from: NodeId, signed: Arc<SignedHeader>, out: &mut Outbox) {
         let Some(d) = &self.descriptor else { return };
         let seq = signed.header.seq;
         if self.buffer.get(seq).is_some() || !self.in_window(seq) || signed.header.channel != d.id {
@@ -571,7 +572,7 @@ impl Peer {
         }
         for child in self.children.keys() {
             if *child != from {
-                out.send(*child, Msg::Header(Box::new(signed.clone())));
+                out.send(*child, Msg::Header(signed.clone()));
             }
         }
         // Pieces that overtook this header can be checked now.
@@ -791,7 +792,7 @@ impl Peer {
         let stripe_count = self.stripes();
         for seq in newest.into_iter().rev() {
             let Some(slot) = self.buffer.get(seq) else { continue };
-            out.send(from, Msg::Header(Box::new(slot.header.clone())));
+            out.send(from, Msg::Header(slot.header.clone()));
             let pieces: Vec<(usize, Bytes)> = slot
                 .pieces
                 .iter()
@@ -1265,10 +1266,10 @@ impl Node for Peer {
                     }
                 }
             }
-            Msg::Header(h) => self.on_header(now, from, *h, out),
+            Msg::Header(h) => self.on_header(now, from, h, out),
             Msg::GetHeader { seq } => {
                 if let Some(slot) = self.buffer.get(seq) {
-                    out.send(from, Msg::Header(Box::new(slot.header.clone())));
+                    out.send(from, Msg::Header(slot.header.clone()));
                 }
             }
             Msg::Have { seq, pieces } => {

@@ -81,7 +81,7 @@ mod tests {
             },
             Msg::Reject { reason: RejectReason::UnknownChannel },
             Msg::Assign { parents: vec![None, Some(PeerInfo { id: NodeId(2), addr })], partners: vec![] },
-            Msg::Header(Box::new(b.sign(SegmentHeader::describe(id, 1, 2000, 5, 16384, &data)))),
+            Msg::Header(std::sync::Arc::new(b.sign(SegmentHeader::describe(id, 1, 2000, 5, 16384, &data)))),
             Msg::Have { seq: 3, pieces: PieceMap::full(5) },
             Msg::Skip { seq: 3, pieces: PieceMap::full(5) },
             Msg::Request { seq: 3, index: 2, urgent: true },

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// A peer as the tracker introduces it: who, and where to dial.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,7 +244,9 @@ pub enum Msg {
     Partner {
         channel: ChannelId,
     },
-    Header(Box<SignedHeader>),
+    /// Shared, not boxed: a header is forwarded to every child and kept in every
+    /// buffer, so a clone is a count, not a copy (the wire format is the header's own).
+    Header(Arc<SignedHeader>),
     GetHeader {
         seq: u64,
     },

@@ -7,12 +7,15 @@
 use crate::media::{SegmentHeader, SignedHeader};
 use crate::sign::{self, SignatureError};
 use bytes::Bytes;
+use std::sync::Arc;
 
 pub trait Verifier: Send + Sync {
     /// The BLAKE3 hash of a piece's bytes.
     fn piece_hash(&self, data: &Bytes) -> [u8; 32];
-    /// Verifies a header's signature and consistency against the broadcaster's key.
-    fn header(&self, signed: &SignedHeader, broadcaster_key: &[u8; 32]) -> Result<(), SignatureError>;
+    /// Verifies a header's signature and consistency against the broadcaster's key. The
+    /// header comes shared, as peers hold and forward it, so that a driver whose peers pass
+    /// the very same header around can recognise it without reading it.
+    fn header(&self, signed: &Arc<SignedHeader>, broadcaster_key: &[u8; 32]) -> Result<(), SignatureError>;
 
     /// True when `data` is exactly piece `index` of `header`.
     fn piece_ok(&self, header: &SegmentHeader, index: usize, data: &Bytes) -> bool {
@@ -32,7 +35,7 @@ impl Verifier for Direct {
         *blake3::hash(data).as_bytes()
     }
 
-    fn header(&self, signed: &SignedHeader, broadcaster_key: &[u8; 32]) -> Result<(), SignatureError> {
+    fn header(&self, signed: &Arc<SignedHeader>, broadcaster_key: &[u8; 32]) -> Result<(), SignatureError> {
         sign::verify(signed, broadcaster_key)
     }
 }

@@ -1,7 +1,7 @@
 //! A [`Verifier`] that remembers: the simulator's peers pass the very same immutable
 //! `Bytes` from one to the next (nothing is ever copied), so a piece's hash need only be
-//! computed once per buffer, not once per peer; and a header's signature once per header,
-//! not once per viewer. At 10^4 viewers that is the difference between hashing every
+//! computed once per buffer, not once per peer; and a header's signature once per shared
+//! header, not once per viewer. At 10^4 viewers that is the difference between hashing every
 //! byte ten thousand times and hashing it once. Every check still decides exactly as the
 //! production verifier does.
 
@@ -10,12 +10,15 @@ use meshtv_proto::media::SignedHeader;
 use meshtv_proto::sign::SignatureError;
 use meshtv_proto::verify::{Direct, Verifier};
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Pieces remembered (oldest forgotten first): a few hundred segments.
 const PIECES_MAX: usize = 4096;
 /// Headers remembered.
 const HEADERS_MAX: usize = 1024;
+
+/// A shared header's address and the broadcaster key it was checked against.
+type HeaderKey = (usize, [u8; 32]);
 
 #[derive(Default)]
 struct Memo {
@@ -23,9 +26,11 @@ struct Memo {
     /// cannot be freed and reused for other bytes while remembered.
     pieces: HashMap<(usize, usize), ([u8; 32], Bytes)>,
     piece_order: VecDeque<(usize, usize)>,
-    /// BLAKE3 of (key, encoded signed header) → the verification result.
-    headers: HashMap<[u8; 32], Result<(), SignatureError>>,
-    header_order: VecDeque<[u8; 32]>,
+    /// (address of the shared header, broadcaster key) → the verification result, holding
+    /// the header so that it cannot change or be freed and its address reused while
+    /// remembered (a shared header is immutable while a second holder exists).
+    headers: HashMap<HeaderKey, (Result<(), SignatureError>, Arc<SignedHeader>)>,
+    header_order: VecDeque<HeaderKey>,
     hits: u64,
     misses: u64,
 }
@@ -66,14 +71,10 @@ impl Verifier for Remembering {
         h
     }
 
-    fn header(&self, signed: &SignedHeader, broadcaster_key: &[u8; 32]) -> Result<(), SignatureError> {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(broadcaster_key);
-        // A plain struct always encodes.
-        hasher.update(&postcard::to_stdvec(signed).expect("header encodes"));
-        let key = *hasher.finalize().as_bytes();
+    fn header(&self, signed: &Arc<SignedHeader>, broadcaster_key: &[u8; 32]) -> Result<(), SignatureError> {
+        let key = (Arc::as_ptr(signed) as usize, *broadcaster_key);
         let mut m = self.memo.lock().expect("verifier memo poisoned");
-        if let Some(r) = m.headers.get(&key) {
+        if let Some((r, _)) = m.headers.get(&key) {
             let r = r.clone();
             m.hits += 1;
             return r;
@@ -85,7 +86,7 @@ impl Verifier for Remembering {
                 m.headers.remove(&old);
             }
         }
-        m.headers.insert(key, r.clone());
+        m.headers.insert(key, (r.clone(), signed.clone()));
         m.header_order.push_back(key);
         r
     }
@@ -104,7 +105,7 @@ mod tests {
         let b = Broadcaster::from_seed(3);
         let ch = ChannelId::derive(&b.public_key(), "c");
         let data = Bytes::from(vec![7u8; 4096]);
-        let signed = b.sign(SegmentHeader::describe(ch, 0, 2000, 0, 1024, &data));
+        let signed = Arc::new(b.sign(SegmentHeader::describe(ch, 0, 2000, 0, 1024, &data)));
         let piece = data.slice(1024..2048);
         for _ in 0..3 {
             assert!(v.piece_ok(&signed.header, 1, &piece));
@@ -113,10 +114,12 @@ mod tests {
         let mut bad = piece.to_vec();
         bad[0] ^= 1;
         assert!(!v.piece_ok(&signed.header, 1, &Bytes::from(bad)));
-        let mut forged = signed.clone();
+        let mut forged = Arc::unwrap_or_clone(signed.clone());
         forged.header.seq = 9;
-        assert!(v.header(&forged, &b.public_key()).is_err());
+        assert!(v.header(&Arc::new(forged), &b.public_key()).is_err());
+        // The same header under another key is checked afresh, and fails.
+        assert!(v.header(&signed, &Broadcaster::from_seed(4).public_key()).is_err());
         let (hits, misses) = v.counts();
-        assert_eq!((hits, misses), (4, 4));
+        assert_eq!((hits, misses), (4, 5));
     }
 }
