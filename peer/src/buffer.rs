@@ -132,6 +132,11 @@ impl Buffer {
         self.slots.keys().next_back().copied()
     }
 
+    /// The slot of the newest segment.
+    pub fn newest_slot(&self) -> Option<&Slot> {
+        self.slots.values().next_back()
+    }
+
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&u64, &Slot)> {
         self.slots.iter()
     }

@@ -85,6 +85,14 @@ pub struct PeerConfig {
     /// tight uplinks, 600 ms instead of 300 ms sent 16-18% fewer messages and started
     /// viewers no later (1 s started the 10,000 later).
     pub have_interval: Duration,
+    /// A viewer whose stripe parents have brought every piece in time for this long asks
+    /// its partners to stop announcing to it, and asks again for their maps the moment a
+    /// piece is overdue (`Msg::Interest`). `None`: it always listens (a pull-only mesh,
+    /// which lives on the maps). Once a swarm has joined, a fed viewer pulled about once
+    /// per hundred Haves it was sent; with 4 s, simulated crowds of 3,000 and 10,000
+    /// viewers made 23% and 20% fewer events (nat-heavy at 2,000: 19%) with the same
+    /// savings, continuity and startup, within a few hundredths of a percent or second.
+    pub quiet_maps_after: Option<Duration>,
     /// How a player that fell behind catches up (see [`crate::playback`]). A 5 s target at
     /// 1.25x: in a simulated 2,000-viewer crowd on uplinks of 1.5x the bitrate, live delay
     /// p95 went from 6.21 s to 4.97 s with no more stalls and the same savings (a 4 s
@@ -122,6 +130,7 @@ impl PeerConfig {
             serve_horizon: Duration::from_millis(300),
             source_request_bytes_max: 512 << 10,
             have_interval: Duration::from_millis(600),
+            quiet_maps_after: Some(Duration::from_secs(4)),
             catch_up: Some(CatchUp { above: Duration::from_secs(5), rate: 1.25 }),
             tick: Duration::from_millis(100),
             heartbeat: Duration::from_secs(1),

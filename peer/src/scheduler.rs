@@ -19,6 +19,10 @@ pub struct PartnerView {
     pub have: HaveMaps,
     /// Requests sent to it and not yet answered.
     pub outstanding: usize,
+    /// It told us its trees feed it (`Msg::Interest { from_seq: None }`): no Haves to it.
+    pub maps_off: bool,
+    /// We told it ours feed us: it sends us no Haves until we ask again.
+    pub asked_quiet: bool,
 }
 
 /// Most segments of a partner's piece maps remembered.

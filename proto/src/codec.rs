@@ -84,6 +84,8 @@ mod tests {
             Msg::Header(std::sync::Arc::new(b.sign(SegmentHeader::describe(id, 1, 2000, 5, 16384, &data)))),
             Msg::Have { seq: 3, pieces: PieceMap::full(5) },
             Msg::Skip { seq: 3, pieces: PieceMap::full(5) },
+            Msg::Interest { from_seq: None },
+            Msg::Interest { from_seq: Some(7) },
             Msg::Request { seq: 3, index: 2, urgent: true },
             Msg::Piece { seq: 3, index: 1, data: bytes::Bytes::from(vec![1u8; 16384]) },
             Msg::Leave,

@@ -299,6 +299,13 @@ pub enum Msg {
         seq: u64,
         pieces: PieceMap,
     },
+    /// Whether I want your piece maps. `None`: my trees feed me, stop announcing to me
+    /// (Haves were nearly half of a fed swarm's messages, a hundred for each pull).
+    /// `Some(seq)`: I am missing pieces again, send me your maps from segment `seq` on now,
+    /// and your announcements from then on.
+    Interest {
+        from_seq: Option<u64>,
+    },
 }
 
 impl Msg {
@@ -376,6 +383,7 @@ impl Msg {
             Msg::Rendezvous { .. } => "Rendezvous",
             Msg::Introduce { .. } => "Introduce",
             Msg::Skip { .. } => "Skip",
+            Msg::Interest { .. } => "Interest",
         }
     }
 
