@@ -126,8 +126,9 @@ pub struct Peer {
     /// message coming (a push wait or a source fallback running out), if nothing is
     /// pending now. `None`: tick again after `cfg.tick`.
     quiet_until: Option<Time>,
-    /// Set by `schedule`: playing, nothing asked for, and every missing piece still
-    /// within its parent's push wait (the trees feed this peer).
+    /// Set by `schedule`: the trees feed this peer. Playing, nothing asked for, headers
+    /// still coming, and every missing piece within its parent's push wait and more than
+    /// `MAPS_LEAD` before `decide` stops waiting for that push.
     fed: bool,
     /// Since when `fed` has held without a break.
     fed_since: Option<Time>,
