@@ -30,7 +30,7 @@ const PUSH_WAIT_MAX: Duration = Duration::from_millis(4000);
 /// A quiet viewer (`PeerConfig::quiet_maps_after`) asks for its partners' maps again this
 /// long before a piece's push stops being waited for near its deadline, so that the maps
 /// are here when it must pull. In a simulated 10,000-viewer flash crowd, asking only then
-/// sent three times the bytes from the source (savings 99.84% -> 99.59%); 250 ms kept them
+/// sent 2.6 times the bytes from the source (savings 99.84% -> 99.59%); 250 ms kept them
 /// (99.82%).
 const MAPS_LEAD: Duration = Duration::from_millis(250);
 /// With a start delay, how long past it a start segment the next has not overtaken is
@@ -126,11 +126,7 @@ pub struct Peer {
     /// message coming (a push wait or a source fallback running out), if nothing is
     /// pending now. `None`: tick again after `cfg.tick`.
     quiet_until: Option<Time>,
-    /// Set by `schedule`: the trees feed this peer. Playing, nothing asked for, headers
-    /// still coming, and every missing piece within its parent's push wait and more than
-    /// `MAPS_LEAD` before `decide` stops waiting for that push.
-    fed: bool,
-    /// Since when `fed` has held without a break.
+    /// Since when the trees have fed this peer without a break (see `schedule`).
     fed_since: Option<Time>,
     /// Partners were asked to stop announcing to us (`cfg.quiet_maps_after`).
     maps_quiet: bool,
@@ -200,7 +196,6 @@ impl Peer {
             skips_to_send: BTreeMap::new(),
             next_tick: Time::ZERO,
             quiet_until: None,
-            fed: false,
             fed_since: None,
             maps_quiet: false,
             headers_requested: BTreeMap::new(),
@@ -898,8 +893,8 @@ impl Peer {
             // the peer's main cost in 10^4-peer simulations.
             let buffer = &self.buffer;
             self.playback.advance(now, |s| segment_state_in(buffer, s));
-            self.schedule(now, out);
-            self.update_interest(now, out);
+            let fed = self.schedule(now, out);
+            self.update_interest(now, fed, out);
             if self.last_announce.is_none_or(|t| now.since(t) >= self.cfg.have_interval) {
                 self.announce(out);
                 self.last_announce = Some(now);
@@ -1014,18 +1009,20 @@ impl Peer {
         newest
     }
 
-    /// Sends pull requests for missing pieces, most urgent segments first.
-    fn schedule(&mut self, now: Time, out: &mut Outbox) {
+    /// Sends pull requests for missing pieces, most urgent segments first. Returns whether
+    /// the trees feed this peer: playing, nothing asked for, headers still coming, and
+    /// every missing piece within its parent's push wait and more than `MAPS_LEAD` before
+    /// `decide` stops waiting for that push.
+    fn schedule(&mut self, now: Time, out: &mut Outbox) -> bool {
         self.quiet_until = None;
-        self.fed = false;
         self.fetch_missing_headers(now, out);
-        let Some(from) = self.playback.wanted_from() else { return };
+        let Some(from) = self.playback.wanted_from() else { return false };
         // Quiet only once playing, with no header or piece asked for: then nothing changes
         // before a push wait or a fallback runs out, unless a message comes.
         let mut quiet = (self.playback.started() && self.requested.is_empty() && self.headers_requested.is_empty())
             .then_some(now + PUSH_WAIT_MAX);
         let mut overdue = false;
-        let Some(d) = &self.descriptor else { return };
+        let Some(d) = &self.descriptor else { return false };
         let (stripes, target_ms) = (d.stripes, d.segment_duration_ms_target);
         let per_piece = |bytes: u64| (bytes / d.piece_bytes.max(1) as u64).max(1) as usize;
         let source_requests_max = per_piece(self.cfg.source_request_bytes_max);
@@ -1094,7 +1091,7 @@ impl Peer {
         // keep coming (the newest no older than one and a half segments).
         let header_due = Duration::from_millis(u64::from(target_ms) * 3 / 2);
         let headers_coming = self.buffer.newest_slot().is_some_and(|slot| now.since(slot.header_at) < header_due);
-        self.fed = quiet.is_some() && !overdue && headers_coming;
+        let fed = quiet.is_some() && !overdue && headers_coming;
         // Which pieces of a segment any partner announced, computed once per segment: most
         // missing pieces are held by nobody yet, and for those `decide` would only scan
         // every partner to wait (drawing nothing from the RNG), so it is not asked.
@@ -1155,37 +1152,35 @@ impl Peer {
                 out.send(node, Msg::Request { seq: m.seq, index: m.index as u16, urgent });
             }
         }
+        fed
     }
 
     /// Asks partners to stop announcing to us once the trees have fed us for
     /// `cfg.quiet_maps_after`, and for their maps again the moment we are not fed (a piece
     /// overdue, a request out, a header missing). A fed viewer never pulls, so the maps it
     /// would be sent are read by nobody.
-    fn update_interest(&mut self, now: Time, out: &mut Outbox) {
+    fn update_interest(&mut self, now: Time, fed: bool, out: &mut Outbox) {
         let Some(after) = self.cfg.quiet_maps_after else { return };
-        if self.fed {
-            let since = *self.fed_since.get_or_insert(now);
-            if !self.maps_quiet && now.since(since) >= after {
-                self.maps_quiet = true;
-                for (id, p) in self.partners.iter_mut() {
-                    if !p.asked_quiet {
-                        p.asked_quiet = true;
-                        out.send(*id, Msg::Interest { from_seq: None });
-                    }
-                }
+        self.fed_since = if fed { Some(self.fed_since.unwrap_or(now)) } else { None };
+        let quiet = self.fed_since.is_some_and(|since| now.since(since) >= after);
+        if quiet == self.maps_quiet {
+            return;
+        }
+        self.maps_quiet = quiet;
+        let from_seq = (!quiet).then(|| self.playback.wanted_from().unwrap_or_else(|| self.window_low()));
+        for (id, p) in self.partners.iter_mut() {
+            if p.asked_quiet != quiet {
+                p.asked_quiet = quiet;
+                out.send(*id, Msg::Interest { from_seq });
             }
-        } else {
-            self.fed_since = None;
-            if self.maps_quiet {
-                self.maps_quiet = false;
-                let from = self.playback.wanted_from().unwrap_or_else(|| self.window_low());
-                for (id, p) in self.partners.iter_mut() {
-                    if p.asked_quiet {
-                        p.asked_quiet = false;
-                        out.send(*id, Msg::Interest { from_seq: Some(from) });
-                    }
-                }
-            }
+        }
+    }
+
+    /// Sends `to` our map of every segment from `from_seq` on (within the window), for a
+    /// partner that has none or only stale ones.
+    fn send_maps(&self, to: NodeId, from_seq: u64, out: &mut Outbox) {
+        for (&seq, slot) in self.buffer.range_from(from_seq.max(self.window_low())) {
+            out.send(to, Msg::Have { seq, pieces: slot.have.clone() });
         }
     }
 
@@ -1331,10 +1326,7 @@ impl Node for Peer {
                 if self.descriptor.as_ref().is_some_and(|d| d.id == channel) && !self.mesh.contains(&from) {
                     self.mesh.insert(from);
                     self.partners.entry(from).or_default();
-                    let low = self.window_low();
-                    for (&seq, slot) in self.buffer.range_from(low) {
-                        out.send(from, Msg::Have { seq, pieces: slot.have.clone() });
-                    }
+                    self.send_maps(from, 0, out);
                 }
             }
             Msg::Header(h) => self.on_header(now, from, h, out),
@@ -1376,13 +1368,10 @@ impl Node for Peer {
                 }
             }
             Msg::Interest { from_seq } => {
-                let (low, listens) = (self.window_low(), self.listens(&from));
                 let Some(p) = self.partners.get_mut(&from) else { return };
                 p.maps_off = from_seq.is_none();
-                if let Some(seq) = from_seq.filter(|_| listens) {
-                    for (&seq, slot) in self.buffer.range_from(seq.max(low)) {
-                        out.send(from, Msg::Have { seq, pieces: slot.have.clone() });
-                    }
+                if let Some(seq) = from_seq.filter(|_| self.listens(&from)) {
+                    self.send_maps(from, seq, out);
                 }
             }
             Msg::Request { seq, index, .. } => self.answer(now, from, seq, index, out),

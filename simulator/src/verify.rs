@@ -114,7 +114,7 @@ mod tests {
         let mut bad = piece.to_vec();
         bad[0] ^= 1;
         assert!(!v.piece_ok(&signed.header, 1, &Bytes::from(bad)));
-        let mut forged = Arc::unwrap_or_clone(signed.clone());
+        let mut forged = SignedHeader::clone(&signed);
         forged.header.seq = 9;
         assert!(v.header(&Arc::new(forged), &b.public_key()).is_err());
         // The same header under another key is checked afresh, and fails.
