@@ -117,6 +117,10 @@ pub struct Peer {
     queued_bytes: u64,
     /// Per child and segment: pieces it said it gets elsewhere (`Msg::Skip`).
     skips: BTreeMap<(NodeId, u64), PieceMap>,
+    /// No segment in `skips` is older than this: while it is at or above the window's low
+    /// end, trimming `skips` would remove nothing, and the tick skips the walk over every
+    /// entry (2% of a simulated 10,000-viewer crowd's time went to it).
+    skips_floor: u64,
     /// Per parent and segment: pieces that came from elsewhere since the last tick, for
     /// the parent to skip.
     skips_to_send: BTreeMap<(NodeId, u64), PieceMap>,
@@ -193,6 +197,7 @@ impl Peer {
             answer_queue: VecDeque::new(),
             queued_bytes: 0,
             skips: BTreeMap::new(),
+            skips_floor: u64::MAX,
             skips_to_send: BTreeMap::new(),
             next_tick: Time::ZERO,
             quiet_until: None,
@@ -542,6 +547,7 @@ impl Peer {
         self.stats.pushes_dropped += dropped;
         self.queued_bytes -= dropped_bytes;
         self.skips.entry((from, seq)).or_default().union_with(&pieces);
+        self.skips_floor = self.skips_floor.min(seq);
     }
 
     /// The lowest segment still of interest: older ones are neither stored nor asked for.
@@ -915,8 +921,9 @@ impl Peer {
             if !self.pending.is_empty() {
                 self.pending.retain(|p| p.1 >= low);
             }
-            if !self.skips.is_empty() {
+            if self.skips_floor < low {
                 self.skips.retain(|(_, s), _| *s >= low);
+                self.skips_floor = low;
             }
             for ((to, seq), pieces) in std::mem::take(&mut self.skips_to_send) {
                 out.send(to, Msg::Skip { seq, pieces });
