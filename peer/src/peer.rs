@@ -302,6 +302,7 @@ impl Peer {
         let mut ready: Vec<f64> = self.ready_delays_ms.iter().map(|&d| d as f64 / 1000.0).collect();
         s.ready_delay_p50_s = quantile(&mut ready, 0.5);
         s.ready_delay_p95_s = quantile(&mut ready, 0.95);
+        s.maps_quiet = self.maps_quiet;
         s.newest_complete_seq = self.buffer.iter().rev().find(|(_, sl)| sl.is_complete()).map(|(&q, _)| q);
         s.nat = self.traversal.report().map(NatReport::kind);
         s.nat_report = self.traversal.report().cloned();
@@ -1028,7 +1029,7 @@ impl Peer {
         // before a push wait or a fallback runs out, unless a message comes.
         let mut quiet = (self.playback.started() && self.requested.is_empty() && self.headers_requested.is_empty())
             .then_some(now + PUSH_WAIT_MAX);
-        let mut overdue = false;
+        let (mut near_deadline, mut push_late) = (false, false);
         let Some(d) = &self.descriptor else { return false };
         let (stripes, target_ms) = (d.stripes, d.segment_duration_ms_target);
         let per_piece = |bytes: u64| (bytes / d.piece_bytes.max(1) as u64).max(1) as usize;
@@ -1056,14 +1057,14 @@ impl Peer {
                 if source.is_some() {
                     *q = (*q).min(due - policy.source_fallback);
                     // `decide` stops waiting for a push at half the fallback: listen before.
-                    overdue |= due.since(now) < policy.source_fallback / 2 + MAPS_LEAD;
+                    near_deadline |= due.since(now) < policy.source_fallback / 2 + MAPS_LEAD;
                 }
                 for index in slot.have.missing(slot.pieces.len()) {
                     let stripe = SegmentHeader::stripe_of(index, stripes) as usize;
                     // With no parent, a piece is pulled as soon as a partner has it.
                     let parent = self.parents.get(stripe).is_some_and(|p| p.is_some());
                     let pull_from = if parent { slot.header_at + self.push_wait(stripe) } else { now };
-                    overdue |= pull_from <= now;
+                    push_late |= pull_from <= now;
                     *q = (*q).min(pull_from);
                 }
             }
@@ -1098,7 +1099,16 @@ impl Peer {
         // keep coming (the newest no older than one and a half segments).
         let header_due = Duration::from_millis(u64::from(target_ms) * 3 / 2);
         let headers_coming = self.buffer.newest_slot().is_some_and(|slot| now.since(slot.header_at) < header_due);
-        let fed = quiet.is_some() && !overdue && headers_coming;
+        let c = &mut self.stats.decisions;
+        let counter = match () {
+            _ if quiet.is_none() => &mut c.waiting,
+            _ if near_deadline => &mut c.near_deadline,
+            _ if push_late => &mut c.push_late,
+            _ if !headers_coming => &mut c.no_headers,
+            _ => &mut c.fed,
+        };
+        *counter += 1;
+        let fed = quiet.is_some() && !near_deadline && !push_late && headers_coming;
         // Which pieces of a segment any partner announced, computed once per segment: most
         // missing pieces are held by nobody yet, and for those `decide` would only scan
         // every partner to wait (drawing nothing from the RNG), so it is not asked.

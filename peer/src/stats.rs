@@ -38,10 +38,33 @@ pub struct PeerStats {
     /// in this viewer's playlist.
     pub ready_delay_p50_s: Option<f64>,
     pub ready_delay_p95_s: Option<f64>,
+    /// Whether this viewer asked its partners to stop announcing (see `Msg::Interest`).
+    pub maps_quiet: bool,
+    /// Its scheduling decisions (one a tick, once it knows where it plays from), by what
+    /// they found: fed by the trees, or why not. What keeps a swarm's viewers listening
+    /// to maps, and so its Haves coming.
+    pub decisions: Decisions,
     /// The newest segment this peer holds completely.
     pub newest_complete_seq: Option<u64>,
     /// This peer's NAT as its driver measured it ("full-cone", "symmetric", …), and the
     /// whole report; `None` when it was not measured.
     pub nat: Option<String>,
     pub nat_report: Option<meshtv_proto::msg::NatReport>,
+}
+
+/// Counts of a viewer's scheduling decisions by outcome; each decision counts once, under
+/// the first reason that applies, in this order.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Decisions {
+    /// Not playing yet, or a piece or header asked for and not come.
+    pub waiting: u64,
+    /// A segment not complete within half the source fallback and `MAPS_LEAD` of its
+    /// deadline.
+    pub near_deadline: u64,
+    /// A missing piece past its parent's push wait (or of a stripe with no parent).
+    pub push_late: u64,
+    /// No new segment header for one and a half segment durations.
+    pub no_headers: u64,
+    /// Fed: nothing to pull.
+    pub fed: u64,
 }

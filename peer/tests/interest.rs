@@ -83,6 +83,10 @@ fn a_viewer_its_parents_feed_asks_its_partners_to_stop_announcing_and_asks_again
     let at = asked_quiet_at.expect("partners asked to stop announcing");
     assert!(at >= started + MS(4000) && at <= started + MS(4200), "started {started:?}, asked at {at:?}");
     assert_eq!(quiet, vec![(SOURCE, None), (P1, None), (P2, None)]);
+    let stats = p.stats(t0 + MS(10_000));
+    assert!(stats.maps_quiet);
+    assert_eq!(stats.decisions.push_late, 0, "{:?}", stats.decisions);
+    assert!(stats.decisions.fed >= 40, "{:?}", stats.decisions);
     // Segment 5's header comes, its pieces do not: once their push wait (800 ms) is over
     // the viewer asks every partner for its maps from the segment it wants on, and does
     // not pull on that tick (its maps of the partners are stale).
@@ -105,6 +109,10 @@ fn a_viewer_its_parents_feed_asks_its_partners_to_stop_announcing_and_asks_again
     }
     let at = asked_again.expect("partners asked for their maps again");
     assert!(at >= header_at + MS(800) && at <= header_at + MS(900), "asked again at {at:?}");
+    // The stats say why: a push came late.
+    let after = p.stats(at);
+    assert!(!after.maps_quiet);
+    assert_eq!(after.decisions.push_late, 1, "{:?}", after.decisions);
 }
 
 #[test]

@@ -13,6 +13,7 @@
 mod common;
 
 use meshtv_peer::buffer::Slot;
+use meshtv_peer::stats::Decisions;
 use meshtv_peer::{Peer, PeerStats};
 use meshtv_proto::{NodeId, Time};
 use meshtv_simulator::Engine;
@@ -36,6 +37,7 @@ struct Seen {
     from_source: u64,
     uploaded: u64,
     duplicate: u64,
+    decisions: Decisions,
     parents: Option<Vec<Option<NodeId>>>,
 }
 
@@ -79,6 +81,7 @@ fn main() {
         let source = e.counters.source_media_bytes - source_bytes;
         source_bytes = e.counters.source_media_bytes;
         health(&rows, mbps(source));
+        interest(&rows);
         origin_by_age(&rows, &mbps);
         flow_cost(&e, t, started);
         seen = rows
@@ -88,6 +91,7 @@ fn main() {
                     from_source: r.stats.bytes_from_source,
                     uploaded: r.stats.bytes_uploaded,
                     duplicate: r.stats.bytes_duplicate,
+                    decisions: r.stats.decisions,
                     parents: Some(r.parents),
                 };
                 (r.id, s)
@@ -204,6 +208,33 @@ fn health(rows: &[Row], source_mbps: f64) {
         buffer / playing.len().max(1) as f64,
         rows.iter().map(|r| r.stats.partners).sum::<usize>() as f64 / n,
         rows.iter().map(|r| r.stats.children).sum::<usize>() as f64 / n,
+    );
+}
+
+/// How many viewers have their partners' maps turned off, and what their scheduling
+/// decisions since the last step found (see `PeerStats::decisions`).
+fn interest(rows: &[Row]) {
+    let quiet = rows.iter().filter(|r| r.stats.maps_quiet).count();
+    let mut d = [0u64; 5];
+    for r in rows {
+        let (now, was) = (r.stats.decisions, r.before.decisions);
+        d[0] += now.fed - was.fed;
+        d[1] += now.waiting - was.waiting;
+        d[2] += now.near_deadline - was.near_deadline;
+        d[3] += now.push_late - was.push_late;
+        d[4] += now.no_headers - was.no_headers;
+    }
+    let total = d.iter().sum::<u64>().max(1) as f64;
+    let pct = |n: u64| 100.0 * n as f64 / total;
+    eprintln!(
+        "  maps quiet {quiet}/{}; decisions: fed {:.1}%, waiting {:.1}%, near deadline {:.1}%, push late {:.1}%, \
+         no headers {:.1}%",
+        rows.len(),
+        pct(d[0]),
+        pct(d[1]),
+        pct(d[2]),
+        pct(d[3]),
+        pct(d[4])
     );
 }
 
