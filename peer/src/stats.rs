@@ -68,3 +68,19 @@ pub struct Decisions {
     /// Fed: nothing to pull.
     pub fed: u64,
 }
+
+impl Decisions {
+    /// Counts one decision under the first of its reasons not to be fed; returns whether
+    /// it was fed.
+    pub fn count(&mut self, waiting: bool, near_deadline: bool, push_late: bool, no_headers: bool) -> bool {
+        let counter = match () {
+            _ if waiting => &mut self.waiting,
+            _ if near_deadline => &mut self.near_deadline,
+            _ if push_late => &mut self.push_late,
+            _ if no_headers => &mut self.no_headers,
+            _ => &mut self.fed,
+        };
+        *counter += 1;
+        !(waiting || near_deadline || push_late || no_headers)
+    }
+}
