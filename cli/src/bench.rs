@@ -97,7 +97,7 @@ fn optimizer(a: OptimizerArgs) -> anyhow::Result<()> {
     let (assignment, report) = result.expect("at least one run");
     let utility = p.evaluate(&assignment).map_err(anyhow::Error::msg)?;
     let assigned = assignment.col_of.iter().filter(|c| c.is_some()).count();
-    let arcs: usize = p.arcs.iter().map(Vec::len).sum();
+    let arcs = p.all_arcs().len();
     let exact = if a.exact_check {
         let t = Instant::now();
         let e = exact::solve(p);

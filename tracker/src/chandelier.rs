@@ -41,24 +41,26 @@ impl Chandelier {
             .collect();
         let index: BTreeMap<NodeId, u32> = ids.iter().enumerate().map(|(i, &id)| (id, i as u32)).collect();
         let stripes = trees.stripes;
-        let nodes: Vec<NodeView> = ids
-            .iter()
-            .map(|&id| {
-                let m = &trees.members[&id];
-                NodeView {
-                    key: id.0,
-                    slots: m.slots,
-                    rank_slots: m.slots_shown,
-                    reach: reach(id),
-                    // Coordinates are not measured yet: every pair looks equally close.
-                    coord_ms: (0.0, 0.0),
-                    parents: m.parents.iter().map(|p| p.and_then(|p| index.get(&p).copied())).collect(),
-                    depth: (0..stripes).map(|s| trees.depth(id, s)).collect(),
-                    banned: m.banned.iter().filter_map(|b| index.get(b).copied()).collect(),
-                }
-            })
-            .collect();
-        let swarm = Swarm { stripes, nodes };
+        let mut swarm = Swarm {
+            stripes,
+            nodes: Vec::with_capacity(ids.len()),
+            parents: Vec::with_capacity(ids.len() * stripes),
+            depth: Vec::with_capacity(ids.len() * stripes),
+        };
+        for &id in &ids {
+            let m = &trees.members[&id];
+            swarm.nodes.push(NodeView {
+                key: id.0,
+                slots: m.slots,
+                rank_slots: m.slots_shown,
+                reach: reach(id),
+                // Coordinates are not measured yet: every pair looks equally close.
+                coord_ms: (0.0, 0.0),
+                banned: m.banned.iter().filter_map(|b| index.get(b).copied()).collect(),
+            });
+            swarm.parents.extend((0..stripes).map(|s| m.parents[s].and_then(|p| index.get(&p).copied())));
+            swarm.depth.extend((0..stripes).map(|s| trees.depth(id, s)));
+        }
         let mut built = swarm.build(&self.weights, rng);
         let start = start_from(&built.rows, &built.cols, &swarm);
         let (mut assignment, mut report) = dgs::solve_from(&built.problem, start, &self.options);
@@ -109,8 +111,6 @@ fn start_from(rows: &[(u32, u8)], cols: &[u32], swarm: &Swarm) -> Vec<Option<u32
         col_of_node[n as usize] = c as u32;
     }
     rows.iter()
-        .map(|&(r, s)| {
-            swarm.nodes[r as usize].parents[s as usize].map(|n| col_of_node[n as usize]).filter(|&c| c != u32::MAX)
-        })
+        .map(|&(r, s)| swarm.parent(r as usize, s as usize).map(|n| col_of_node[n as usize]).filter(|&c| c != u32::MAX))
         .collect()
 }

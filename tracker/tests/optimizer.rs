@@ -16,7 +16,7 @@ fn brute_force(p: &Problem) -> i64 {
             return;
         }
         go(p, row + 1, used, acc, best);
-        for a in &p.arcs[row] {
+        for a in p.arcs(row) {
             if used[a.col as usize] < p.capacity[a.col as usize] {
                 used[a.col as usize] += 1;
                 go(p, row + 1, used, acc + a.utility, best);
@@ -31,14 +31,11 @@ fn brute_force(p: &Problem) -> i64 {
 
 fn random_problem(rng: &mut impl Rng, rows: usize, cols: usize) -> Problem {
     let capacity = (0..cols).map(|_| rng.gen_range(0..3)).collect();
-    let arcs = (0..rows)
-        .map(|_| {
-            (0..rng.gen_range(0..=cols))
-                .map(|_| Arc { col: rng.gen_range(0..cols) as u32, utility: rng.gen_range(1..100) })
-                .collect()
-        })
-        .collect();
-    let mut p = Problem { capacity, arcs };
+    let mut p = Problem::new(capacity);
+    for _ in 0..rows {
+        let n = rng.gen_range(0..=cols);
+        p.push_row((0..n).map(|_| Arc { col: rng.gen_range(0..cols) as u32, utility: rng.gen_range(1..100) }));
+    }
     p.normalize();
     p
 }

@@ -91,7 +91,7 @@ impl State<'_> {
     /// Best column with a free slot for `row`, other than `except`; `also_free` counts as
     /// free (the column the mover is about to leave). Arcs are sorted best first.
     fn best_free(&self, row: usize, except: u32, also_free: Option<u32>) -> (Option<u32>, i64) {
-        for a in &self.p.arcs[row] {
+        for a in self.p.arcs(row) {
             if a.col != except && (self.free(a.col) || Some(a.col) == also_free) {
                 return (Some(a.col), a.utility);
             }
@@ -103,7 +103,7 @@ impl State<'_> {
     fn best_move(&self, row: usize) -> Option<Move> {
         let here = self.col_of[row];
         let u0 = self.utility_of[row];
-        let arcs = &self.p.arcs[row];
+        let arcs = self.p.arcs(row);
         // Arcs are sorted best first, so the first free column that gains is the best
         // free move; only the full columns above it can offer more, through a steal.
         let better = arcs.partition_point(|a| a.utility > u0);
@@ -181,7 +181,7 @@ impl State<'_> {
         ch.queue.push_back(row);
         let mut end = None;
         'search: while let Some(r) = ch.queue.pop_front() {
-            for a in &self.p.arcs[r] {
+            for a in self.p.arcs(r) {
                 let c = a.col as usize;
                 if ch.seen[c] == stamp || ch.dead[c] || self.col_of[r] == Some(a.col) {
                     continue;
@@ -218,11 +218,11 @@ impl State<'_> {
 /// Greedy start: rows with the strongest first choice pick first.
 fn greedy(p: &Problem) -> Vec<Option<u32>> {
     let mut order: Vec<usize> = (0..p.rows()).collect();
-    order.sort_by_key(|&r| (std::cmp::Reverse(p.arcs[r].first().map_or(0, |a| a.utility)), r));
+    order.sort_by_key(|&r| (std::cmp::Reverse(p.arcs(r).first().map_or(0, |a| a.utility)), r));
     let mut used = vec![0u32; p.capacity.len()];
     let mut col_of = vec![None; p.rows()];
     for r in order {
-        if let Some(a) = p.arcs[r].iter().find(|a| used[a.col as usize] < p.capacity[a.col as usize]) {
+        if let Some(a) = p.arcs(r).iter().find(|a| used[a.col as usize] < p.capacity[a.col as usize]) {
             used[a.col as usize] += 1;
             col_of[r] = Some(a.col);
         }
@@ -242,9 +242,9 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
         p,
         steal_columns_max: opts.steal_columns_max,
         threshold: opts.threshold,
-        top: p.arcs.iter().map(|a| a.first().map_or(0, |a| a.utility)).collect(),
-        top_col: p.arcs.iter().map(|a| a.first().map_or(u32::MAX, |a| a.col)).collect(),
-        second: p.arcs.iter().map(|a| a.get(1).map_or(0, |a| a.utility)).collect(),
+        top: (0..p.rows()).map(|r| p.arcs(r).first().map_or(0, |a| a.utility)).collect(),
+        top_col: (0..p.rows()).map(|r| p.arcs(r).first().map_or(u32::MAX, |a| a.col)).collect(),
+        second: (0..p.rows()).map(|r| p.arcs(r).get(1).map_or(0, |a| a.utility)).collect(),
         col_of: vec![None; p.rows()],
         utility_of: vec![0; p.rows()],
         room: p.capacity.clone(),
@@ -260,8 +260,8 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
     // Which rows have an arc to each column: after the first pass only rows next to a
     // column that changed are looked at again, since nothing else about them moved.
     let mut rows_of_col: Vec<Vec<u32>> = vec![Vec::new(); p.capacity.len()];
-    for (row, arcs) in p.arcs.iter().enumerate() {
-        for a in arcs {
+    for row in 0..p.rows() {
+        for a in p.arcs(row) {
             rows_of_col[a.col as usize].push(row as u32);
         }
     }
@@ -298,7 +298,7 @@ pub fn solve_from(p: &Problem, start: Vec<Option<u32>>, opts: &Options) -> (Assi
     // Place the rows the moves left out, through chains.
     let mut chains = Chains::new(p.capacity.len());
     for row in 0..p.rows() {
-        if s.col_of[row].is_none() && !p.arcs[row].is_empty() && s.augment(row, &mut chains) {
+        if s.col_of[row].is_none() && !p.arcs(row).is_empty() && s.augment(row, &mut chains) {
             report.augmented += 1;
         }
     }

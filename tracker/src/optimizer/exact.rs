@@ -13,7 +13,7 @@ pub fn solve(p: &Problem) -> Assignment {
     let rows = p.rows();
     let cols = p.capacity.len();
     let unassigned = cols; // the extra column
-    let max_u = p.arcs.iter().flatten().map(|a| a.utility).max().unwrap_or(0) + 1;
+    let max_u = p.all_arcs().iter().map(|a| a.utility).max().unwrap_or(0) + 1;
     // Cost of row → col is max_u − utility ≥ 1; of row → unassigned, max_u.
     let cost = |u: i64| max_u - u;
     let mut col_of: Vec<Option<usize>> = vec![None; rows];
@@ -25,7 +25,7 @@ pub fn solve(p: &Problem) -> Assignment {
     let nodes = sink + 1;
     let mut pot = vec![0i64; nodes];
     let node_col = |c: usize| rows + c;
-    let arcs_of = |r: usize| p.arcs[r].iter().map(|a| (a.col as usize, cost(a.utility))).chain([(unassigned, max_u)]);
+    let arcs_of = |r: usize| p.arcs(r).iter().map(|a| (a.col as usize, cost(a.utility))).chain([(unassigned, max_u)]);
 
     let mut dist = vec![i64::MAX; nodes];
     let mut pred = vec![usize::MAX; nodes];

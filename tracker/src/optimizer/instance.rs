@@ -21,19 +21,22 @@ pub struct NodeView {
     pub reach: Reachability,
     /// Network coordinates (ms): the distance between two nodes estimates their RTT.
     pub coord_ms: (f64, f64),
-    /// Current parent per stripe (node index), to reward keeping what works.
-    pub parents: Vec<Option<u32>>,
-    /// Depth per stripe in the current trees (source 0); unknown counts as 1.
-    pub depth: Vec<Option<u32>>,
     /// Nodes this one must not be fed by (caught sending bad pieces).
     pub banned: Vec<u32>,
 }
 
+/// The nodes' per-stripe state is kept flat, node after node (entry `node * stripes +
+/// stripe`), not in vectors per node: the tracker builds the swarm of a whole channel at
+/// every solve.
 #[derive(Clone, Debug)]
 pub struct Swarm {
     pub stripes: usize,
     /// Index 0 is the source.
     pub nodes: Vec<NodeView>,
+    /// Each node's current parent per stripe (node index), to reward keeping what works.
+    pub parents: Vec<Option<u32>>,
+    /// Each node's depth per stripe in the current trees (source 0); unknown counts as 1.
+    pub depth: Vec<Option<u32>>,
 }
 
 /// Weights of the utility terms (integers: utilities are integers so solvers are exact).
@@ -99,6 +102,15 @@ impl Swarm {
         self.nodes[node].slots
     }
 
+    /// The current parent of `node` in `stripe`.
+    pub fn parent(&self, node: usize, stripe: usize) -> Option<u32> {
+        self.parents[node * self.stripes + stripe]
+    }
+
+    fn depth(&self, node: usize, stripe: usize) -> Option<u32> {
+        self.depth[node * self.stripes + stripe]
+    }
+
     fn rtt_ms(&self, a: usize, b: usize) -> f64 {
         let (p, q) = (self.nodes[a].coord_ms, self.nodes[b].coord_ms);
         ((p.0 - q.0).powi(2) + (p.1 - q.1).powi(2)).sqrt()
@@ -108,12 +120,15 @@ impl Swarm {
     /// can feed many sits high; small changes of a measurement do not reorder), ties broken
     /// by a hash of the key and the stripe, so that interior positions differ by stripe.
     fn ranks(&self) -> Vec<Vec<u32>> {
+        let band = |slots: u32| slots.min(16) / 4;
+        let mut order: Vec<(u32, u64, u32)> = Vec::with_capacity(self.nodes.len());
         (0..self.stripes)
             .map(|stripe| {
-                let band = |slots: u32| slots.min(16) / 4;
-                let mut order: Vec<(u32, u64, u32)> = (1..self.nodes.len())
-                    .map(|i| (band(self.nodes[i].rank_slots), mix(self.nodes[i].key, stripe as u64), i as u32))
-                    .collect();
+                order.clear();
+                order.extend(
+                    (1..self.nodes.len())
+                        .map(|i| (band(self.nodes[i].rank_slots), mix(self.nodes[i].key, stripe as u64), i as u32)),
+                );
                 order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
                 let mut rank = vec![0u32; self.nodes.len()];
                 for (k, (_, _, node)) in order.iter().enumerate() {
@@ -129,20 +144,21 @@ impl Swarm {
         if r.banned.contains(&(uploader as u32)) {
             return None;
         }
+        let current = self.parent(receiver, stripe) == Some(uploader as u32);
         let relayed = match nat::traversal(r.reach, u.reach) {
             Path::Direct => false,
-            Path::Relay if !w.relay_new && r.parents[stripe] != Some(uploader as u32) => return None,
+            Path::Relay if !w.relay_new && !current => return None,
             Path::Relay => true,
             Path::None => return None,
         };
         let slots = self.slots(uploader).min(16) as i64;
-        let depth = if uploader == 0 { 0 } else { u.depth[stripe].unwrap_or(1) as i64 };
+        let depth = if uploader == 0 { 0 } else { self.depth(uploader, stripe).unwrap_or(1) as i64 };
         let mut v =
             w.base + w.per_slot * slots - w.per_depth * depth - w.per_rtt_ms * self.rtt_ms(receiver, uploader) as i64;
         if relayed {
             v -= w.relayed;
         }
-        if r.parents[stripe] == Some(uploader as u32) {
+        if current {
             v += w.keep;
         }
         Some(v.max(1))
@@ -151,6 +167,11 @@ impl Swarm {
     /// Builds the assignment problem: one row per (viewer, stripe), one column per node
     /// with upload slots; arcs only from higher-ranked uploaders.
     pub fn build(&self, w: &Weights, rng: &mut impl Rng) -> Built {
+        let per_node = self.nodes.len() * self.stripes;
+        assert!(
+            self.parents.len() == per_node && self.depth.len() == per_node,
+            "a parent and a depth per node and stripe"
+        );
         let rank = self.ranks();
         let cols: Vec<u32> = (0..self.nodes.len() as u32).filter(|&n| self.slots(n as usize) > 0).collect();
         let mut col_index = vec![u32::MAX; self.nodes.len()];
@@ -167,20 +188,24 @@ impl Swarm {
             })
             .collect();
         let source_reach = self.slots(0).saturating_mul(w.source_candidates_per_slot);
-        let mut rows = Vec::new();
-        let mut arcs = Vec::new();
+        let row_count = self.nodes.len().saturating_sub(1) * self.stripes;
+        let mut rows = Vec::with_capacity(row_count);
+        let capacity = cols.iter().map(|&n| self.slots(n as usize)).collect();
+        let mut problem = Problem::with_capacity(capacity, row_count, row_count * (w.candidates + 2));
+        // One candidate list, refilled for each row.
+        let mut cand: Vec<u32> = Vec::with_capacity(w.candidates + 2);
         for receiver in 1..self.nodes.len() {
             for stripe in 0..self.stripes {
                 let my_rank = rank[stripe][receiver];
                 let above = by_rank[stripe].partition_point(|&n| rank[stripe][n as usize] < my_rank);
                 let pool = &by_rank[stripe][..above];
-                let mut cand: Vec<u32> = Vec::with_capacity(w.candidates + 2);
+                cand.clear();
                 // The source's few slots go to the top of the ranking (who can feed many);
                 // offering them to every row would only make everyone contend for them.
                 if my_rank <= source_reach {
                     cand.push(0);
                 }
-                if let Some(p) = self.nodes[receiver].parents[stripe] {
+                if let Some(p) = self.parent(receiver, stripe) {
                     if rank[stripe][p as usize] < my_rank && !cand.contains(&p) {
                         cand.push(p);
                     }
@@ -190,20 +215,13 @@ impl Swarm {
                 } else {
                     cand.extend(pool.choose_multiple(rng, w.candidates).copied());
                 }
-                let row_arcs: Vec<Arc> = cand
-                    .into_iter()
-                    .filter(|&n| col_index[n as usize] != u32::MAX)
-                    .filter_map(|n| {
-                        self.utility(w, receiver, stripe, n as usize)
-                            .map(|u| Arc { col: col_index[n as usize], utility: u })
-                    })
-                    .collect();
+                problem.push_row(cand.iter().filter(|&&n| col_index[n as usize] != u32::MAX).filter_map(|&n| {
+                    self.utility(w, receiver, stripe, n as usize)
+                        .map(|u| Arc { col: col_index[n as usize], utility: u })
+                }));
                 rows.push((receiver as u32, stripe as u8));
-                arcs.push(row_arcs);
             }
         }
-        let capacity = cols.iter().map(|&n| self.slots(n as usize)).collect();
-        let mut problem = Problem { capacity, arcs };
         problem.normalize();
         Built { problem, rows, cols, rank }
     }
@@ -219,6 +237,9 @@ impl Swarm {
         }
         let free: Vec<u32> = (0..room.len() as u32).filter(|&c| room[c as usize] > 0).collect();
         let mut extended = 0;
+        // The new arcs, by row, go into the (flat) problem together at the end.
+        let mut extra: Vec<(u32, Arc)> = Vec::new();
+        let mut above: Vec<u32> = Vec::new();
         for (row, col) in col_of.iter().enumerate() {
             if col.is_some() {
                 continue;
@@ -226,22 +247,24 @@ impl Swarm {
             let (receiver, stripe) = built.rows[row];
             let (receiver, stripe) = (receiver as usize, stripe as usize);
             let my_rank = built.rank[stripe][receiver];
-            let above: Vec<u32> = free
-                .iter()
-                .copied()
-                .filter(|&c| built.rank[stripe][built.cols[c as usize] as usize] < my_rank)
-                .collect();
-            let mut added = false;
+            above.clear();
+            above.extend(
+                free.iter().copied().filter(|&c| built.rank[stripe][built.cols[c as usize] as usize] < my_rank),
+            );
+            let before = extra.len();
             for &c in above.choose_multiple(rng, w.candidates) {
                 let node = built.cols[c as usize] as usize;
                 if let Some(u) = self.utility(w, receiver, stripe, node) {
-                    built.problem.arcs[row].push(Arc { col: c, utility: u });
-                    added = true;
+                    extra.push((row as u32, Arc { col: c, utility: u }));
                 }
             }
-            extended += added as usize;
+            extended += (extra.len() > before) as usize;
         }
-        built.problem.normalize();
+        // With nothing added, the problem stays as built: normalized already.
+        if !extra.is_empty() {
+            built.problem.append_arcs(&extra);
+            built.problem.normalize();
+        }
         extended
     }
 
@@ -271,12 +294,11 @@ impl Swarm {
                 rank_slots: (upload_bps / stripe_bps) as u32,
                 reach,
                 coord_ms: (rng.gen_range(0.0..100.0), rng.gen_range(0.0..100.0)),
-                parents: vec![None; stripes],
-                depth: vec![None; stripes],
                 banned: Vec::new(),
             });
         }
-        Swarm { stripes, nodes }
+        let per_node = nodes.len() * stripes;
+        Swarm { stripes, nodes, parents: vec![None; per_node], depth: vec![None; per_node] }
     }
 }
 
