@@ -231,8 +231,15 @@ impl Trees {
         }
     }
 
-    /// Depth of `node` in `stripe` (source = 0); `None` if it hangs from no parent.
+    /// Depth of `node` in `stripe` (source = 0); `None` if its chain of parents does not
+    /// reach the source. Read from the index: each Chandelier solve asks it for every
+    /// member and stripe, and walking up the chain took a map lookup per level.
     pub fn depth(&self, node: NodeId, stripe: usize) -> Option<u32> {
+        self.depths[stripe].get(&node).copied()
+    }
+
+    /// The depth by walking up the chain of parents, to check the index against.
+    fn walked_depth(&self, node: NodeId, stripe: usize) -> Option<u32> {
         let mut cur = node;
         // Bounded by the member count: a longer walk would mean a cycle.
         for d in 0..=self.members.len() as u32 {
@@ -376,7 +383,7 @@ impl Trees {
     pub fn check(&self) -> Result<(), String> {
         for s in 0..self.stripes {
             for &id in self.members.keys() {
-                let (walked, indexed) = (self.depth(id, s), self.depths[s].get(&id).copied());
+                let (walked, indexed) = (self.walked_depth(id, s), self.depth(id, s));
                 if walked != indexed {
                     return Err(format!("{id} in stripe {s}: depth {walked:?}, index says {indexed:?}"));
                 }
