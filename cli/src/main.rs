@@ -51,7 +51,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::Simulate(_) | Command::Bench(_)) {
+    if matches!(cli.command, Command::Simulate(_) | Command::Bench(_)) {
+        meshtv_simulator::keep_freed_memory();
+    } else {
         lean_memory();
     }
     tracing_subscriber::fmt()

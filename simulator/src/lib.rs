@@ -16,6 +16,7 @@
 pub mod engine;
 pub mod flows;
 pub mod latency;
+pub mod memory;
 pub mod metrics;
 pub mod plots;
 pub mod policy;
@@ -26,6 +27,7 @@ pub mod scenario;
 pub mod verify;
 
 pub use engine::{Engine, Progress};
+pub use memory::keep_freed_memory;
 pub use metrics::PolicyReport;
 pub use policy::Policy;
 pub use report::Report;
