@@ -259,7 +259,7 @@ impl Peer {
             return Vec::new();
         };
         let mut out: Vec<(u64, u32)> = Vec::new();
-        for (&seq, slot) in self.buffer.range_from(start) {
+        for (seq, slot) in self.buffer.range_from(start) {
             if out.last().is_some_and(|&(last, _)| last + 1 != seq) || !slot.is_complete() {
                 break;
             }
@@ -303,7 +303,7 @@ impl Peer {
         s.ready_delay_p50_s = quantile(&mut ready, 0.5);
         s.ready_delay_p95_s = quantile(&mut ready, 0.95);
         s.maps_quiet = self.maps_quiet;
-        s.newest_complete_seq = self.buffer.iter().rev().find(|(_, sl)| sl.is_complete()).map(|(&q, _)| q);
+        s.newest_complete_seq = self.buffer.iter().rev().find(|(_, sl)| sl.is_complete()).map(|(q, _)| q);
         s.nat = self.traversal.report().map(NatReport::kind);
         s.nat_report = self.traversal.report().cloned();
         s
@@ -582,7 +582,11 @@ impl Peer {
             return;
         }
         self.headers_requested.remove(&seq);
-        self.buffer.insert_header(signed.clone(), now);
+        if !self.buffer.insert_header(signed.clone(), now) {
+            // Further from the segments held than any window (`buffer::SPAN_MAX`).
+            tracing::debug!(peer = %from, seq, "header far outside the buffer ignored");
+            return;
+        }
         if self.playback.start_seq.is_none() {
             // With a start delay, one behind: the newest segment is still crossing the
             // trees, the one before it is held more widely and reaches the delay sooner.
@@ -750,7 +754,7 @@ impl Peer {
             .buffer
             .range_from(wanted)
             .find(|(_, slot)| !slot.is_complete())
-            .map(|(&seq, _)| seq)
+            .map(|(seq, _)| seq)
             .or_else(|| self.buffer.newest().map(|n| n + 1))
             .unwrap_or(wanted)
             .max(wanted);
@@ -766,7 +770,7 @@ impl Peer {
                     // not sent twice. After a re-assignment nearly all of it is here: in a
                     // simulated 2,000-viewer crowd on tight uplinks, this halved the pushes
                     // of pieces the child already had once playing (1.04 -> 0.56 GB).
-                    for (&seq, slot) in self.buffer.range_from(from_seq) {
+                    for (seq, slot) in self.buffer.range_from(from_seq) {
                         if slot.received > 0 {
                             out.send(id, Msg::Skip { seq, pieces: slot.have.clone() });
                         }
@@ -807,7 +811,7 @@ impl Peer {
         self.children.insert(from, stripes);
         // Catch the child up: the newest headers and the pieces of its stripes we hold.
         let newest: Vec<u64> =
-            self.buffer.iter().rev().map(|(&s, _)| s).filter(|&s| s >= from_seq).take(HEADERS_ON_SUBSCRIBE).collect();
+            self.buffer.iter().rev().map(|(s, _)| s).filter(|&s| s >= from_seq).take(HEADERS_ON_SUBSCRIBE).collect();
         let stripe_count = self.stripes();
         for seq in newest.into_iter().rev() {
             let Some(slot) = self.buffer.get(seq) else { continue };
@@ -1042,7 +1046,7 @@ impl Peer {
         let mut wanted: Vec<Missing> = Vec::new();
         let started = self.playback.started();
         let incomplete: Vec<u64> =
-            self.buffer.range_from(from).filter(|(_, slot)| !slot.is_complete()).map(|(&s, _)| s).collect();
+            self.buffer.range_from(from).filter(|(_, slot)| !slot.is_complete()).map(|(s, _)| s).collect();
         let dues = self
             .playback
             .due_each(&incomplete, now, target_ms, |s| segment_state_in(&self.buffer, s).filter(|_| s >= from));
@@ -1187,7 +1191,7 @@ impl Peer {
     /// Sends `to` our map of every segment from `from_seq` on (within the window), for a
     /// partner that has none or only stale ones.
     fn send_maps(&self, to: NodeId, from_seq: u64, out: &mut Outbox) {
-        for (&seq, slot) in self.buffer.range_from(from_seq.max(self.window_low())) {
+        for (seq, slot) in self.buffer.range_from(from_seq.max(self.window_low())) {
             out.send(to, Msg::Have { seq, pieces: slot.have.clone() });
         }
     }
@@ -1209,7 +1213,7 @@ impl Peer {
         let low = self.window_low();
         let listeners: Vec<NodeId> =
             self.partners.iter().filter(|(id, p)| !p.maps_off && self.listens(id)).map(|(id, _)| *id).collect();
-        for (&seq, slot) in self.buffer.iter_mut() {
+        for (seq, slot) in self.buffer.iter_mut() {
             if seq < low || slot.received == slot.announced {
                 continue;
             }
