@@ -317,7 +317,12 @@ impl Peer {
         };
         let header = SegmentHeader::describe(d.id, seq, duration_ms, now.as_millis(), d.piece_bytes, data);
         let signed = Arc::new(signer.sign(header));
-        self.buffer.insert_header(signed.clone(), now);
+        if self.buffer.get(seq).is_none() && !self.buffer.insert_header(signed.clone(), now) {
+            // The numbering jumped further than a buffer spans (`buffer::SPAN_MAX`): what
+            // it holds is of another stretch of the stream.
+            self.buffer.evict_before(u64::MAX);
+            self.buffer.insert_header(signed.clone(), now);
+        }
         for child in self.children.keys() {
             out.send(*child, Msg::Header(signed.clone()));
         }
