@@ -17,7 +17,7 @@ fn a_source_whose_numbering_jumps_publishes_the_new_segments() {
     let mut p = Peer::new(cfg);
     p.on_start(Time::ZERO, &mut Outbox::default());
     let data = vec![7u8; 8 * PIECE_BYTES as usize];
-    let mut publish =
+    let publish =
         |p: &mut Peer, ms: u64, seq: u64| p.publish(Time::from_millis(ms), seq, 2000, &data, &mut Outbox::default());
     for seq in 0..3 {
         publish(&mut p, seq * 2000, seq);
