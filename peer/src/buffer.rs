@@ -87,11 +87,8 @@ impl Buffer {
         if self.get(seq).is_some() {
             return false;
         }
-        if self.len > 0 {
-            let newest = self.base + self.slots.len() as u64 - 1;
-            if seq.max(newest) - seq.min(self.base) >= SPAN_MAX {
-                return false;
-            }
+        if self.newest().is_some_and(|newest| seq.max(newest) - seq.min(self.base) >= SPAN_MAX) {
+            return false;
         }
         let n = header.header.piece_count();
         let slot = Slot {
@@ -105,7 +102,6 @@ impl Buffer {
             held: None,
         };
         if self.len == 0 {
-            self.slots.clear();
             self.base = seq;
             self.slots.push_back(Some(slot));
         } else if seq < self.base {
@@ -151,14 +147,18 @@ impl Buffer {
         Offer::Stored { completed }
     }
 
+    /// Where segment `seq` sits in `slots`, if within them.
+    fn index(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.base)?).ok().filter(|&i| i < self.slots.len())
+    }
+
     pub fn get(&self, seq: u64) -> Option<&Slot> {
-        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        self.slots.get(i)?.as_ref()
+        self.slots[self.index(seq)?].as_ref()
     }
 
     pub fn get_mut(&mut self, seq: u64) -> Option<&mut Slot> {
-        let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
-        self.slots.get_mut(i)?.as_mut()
+        let i = self.index(seq)?;
+        self.slots[i].as_mut()
     }
 
     pub fn piece(&self, seq: u64, index: usize) -> Option<&Bytes> {
@@ -176,8 +176,7 @@ impl Buffer {
 
     /// Every segment held, oldest first.
     pub fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, &Slot)> {
-        let base = self.base;
-        self.slots.iter().enumerate().filter_map(move |(i, s)| Some((base + i as u64, s.as_ref()?)))
+        self.range_from(self.base)
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u64, &mut Slot)> {
@@ -186,7 +185,7 @@ impl Buffer {
     }
 
     /// The segments from `seq` on, oldest first.
-    pub fn range_from(&self, seq: u64) -> impl Iterator<Item = (u64, &Slot)> {
+    pub fn range_from(&self, seq: u64) -> impl DoubleEndedIterator<Item = (u64, &Slot)> {
         let skip = usize::try_from(seq.saturating_sub(self.base)).unwrap_or(usize::MAX);
         let base = self.base;
         self.slots.iter().enumerate().skip(skip).filter_map(move |(i, s)| Some((base + i as u64, s.as_ref()?)))
@@ -194,19 +193,13 @@ impl Buffer {
 
     /// Drops every segment older than `seq`.
     pub fn evict_before(&mut self, seq: u64) {
-        while self.len > 0 && self.base < seq {
-            if self.slots.pop_front().flatten().is_some() {
-                self.len -= 1;
-            }
+        let older = usize::try_from(seq.saturating_sub(self.base)).unwrap_or(usize::MAX).min(self.slots.len());
+        self.len -= self.slots.drain(..older).flatten().count();
+        self.base += older as u64;
+        // Never start with a gap.
+        while self.slots.front().is_some_and(Option::is_none) {
+            self.slots.pop_front();
             self.base += 1;
-            // Never start with a gap.
-            while self.len > 0 && self.slots.front().is_some_and(Option::is_none) {
-                self.slots.pop_front();
-                self.base += 1;
-            }
-        }
-        if self.len == 0 {
-            self.slots.clear();
         }
     }
 

@@ -199,11 +199,10 @@ impl Tracker {
                 }
             })
             .collect();
-        let mut ids: Vec<&NodeId> = self.nodes.keys().collect();
-        ids.sort();
-        let peers = ids
+        let mut nodes: Vec<(&NodeId, &NodeRecord)> = self.nodes.iter().collect();
+        nodes.sort_by_key(|(id, _)| **id);
+        let peers = nodes
             .into_iter()
-            .map(|id| (id, &self.nodes[id]))
             .filter_map(|(id, r)| {
                 let report = self.rendezvous.nat(*id)?.clone();
                 Some(PeerSnapshot { id: id.to_string(), channel: r.channel.clone(), nat: report.kind(), report })
