@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod plots;
 pub mod policy;
 pub mod population;
+mod prefetch;
 pub mod queue;
 pub mod report;
 pub mod scenario;

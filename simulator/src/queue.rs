@@ -88,12 +88,16 @@ impl<T> RadixQueue<T> {
 
     /// The first entry's time and counter, without taking it.
     pub fn peek(&mut self) -> Option<(u64, u64)> {
-        if let Some(e) = self.bin0.front() {
-            return Some((e.at, e.seq));
+        self.front().map(|e| (e.at, e.seq))
+    }
+
+    /// The first entry, without taking it (the engine looks ahead to what it will touch).
+    pub fn front(&mut self) -> Option<&Entry<T>> {
+        if !self.bin0.is_empty() {
+            return self.bin0.front();
         }
         let (b, i) = self.find_min()?;
-        let e = &self.bins[b][i];
-        Some((e.at, e.seq))
+        Some(&self.bins[b][i])
     }
 
     fn find_min(&mut self) -> Option<(usize, usize)> {
