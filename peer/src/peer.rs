@@ -13,11 +13,16 @@ use meshtv_proto::msg::{NatReport, PeerInfo, PeerReport, PieceMap, RejectReason}
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
+use smallvec::{smallvec, SmallVec};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 const TICK: TimerId = TimerId(1);
+/// Per-stripe state, inline in the peer up to four stripes (the common case): every tick
+/// reads it for each missing piece, and as its own allocation it was a cache miss per
+/// tick in simulations of 10^4 viewers.
+type Stripes<T> = SmallVec<[T; 4]>;
 /// Pieces held while their header is still on its way (pieces and headers travel on
 /// different streams, so a piece may overtake its header).
 const PENDING_PIECES_MAX: usize = 256;
@@ -68,7 +73,7 @@ pub struct Peer {
     buffer: Buffer,
     playback: Playback,
     /// The parent assigned for each stripe.
-    parents: Vec<Option<PeerInfo>>,
+    parents: Stripes<Option<PeerInfo>>,
     /// Mesh partners, with what they announced and what we asked of them.
     partners: BTreeMap<NodeId, PartnerView>,
     /// The newest segment any partner announced, kept up as Haves arrive: every tick asks
@@ -101,7 +106,7 @@ pub struct Peer {
     /// Per stripe: how long after a segment's header the parent's pushes have lately
     /// arrived (rises at once, decays slowly). A piece is pulled only once its push is
     /// later than that: pulling what the parent is about to push wastes both uplinks.
-    push_lag: Vec<Duration>,
+    push_lag: Stripes<Duration>,
     last_announce: Option<Time>,
     /// Partners of the mesh (given by the tracker, or that chose us), as opposed to those
     /// that are partners only while they are a parent: a replaced parent stops being one,
@@ -176,7 +181,7 @@ impl Peer {
         };
         Peer {
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed),
-            parents: vec![None; descriptor.as_ref().map_or(0, |d| d.stripes as usize)],
+            parents: smallvec![None; descriptor.as_ref().map_or(0, |d| d.stripes as usize)],
             descriptor,
             signer,
             source: None,
@@ -190,7 +195,7 @@ impl Peer {
             uplink: Backlog::default(),
             source_outstanding: 0,
             source_dialed: false,
-            push_lag: Vec::new(),
+            push_lag: Stripes::new(),
             last_announce: None,
             mesh: BTreeSet::new(),
             push_queue: VecDeque::new(),
@@ -735,7 +740,7 @@ impl Peer {
     fn apply_assignment(&mut self, parents: Vec<Option<PeerInfo>>, partners: Vec<PeerInfo>, out: &mut Outbox) {
         let Some(d) = &self.descriptor else { return };
         let (channel, stripes) = (d.id, d.stripes as usize);
-        let mut parents: Vec<Option<PeerInfo>> = parents.into_iter().take(stripes).collect();
+        let mut parents: Stripes<Option<PeerInfo>> = parents.into_iter().take(stripes).collect();
         parents.resize(stripes, None);
         for p in parents.iter_mut() {
             if p.as_ref().is_some_and(|p| self.banned.contains(&p.id) || p.id == self.cfg.id) {
@@ -1321,7 +1326,7 @@ impl Node for Peer {
                 }
             }
             Msg::Welcome { descriptor, source, .. } if from_tracker && !self.is_source() => {
-                self.parents = vec![None; descriptor.stripes as usize];
+                self.parents = smallvec![None; descriptor.stripes as usize];
                 self.descriptor = Some(*descriptor);
                 self.source = Some(source);
             }
