@@ -459,7 +459,7 @@ impl Engine {
     /// both ends (the ends are made and removed together), so with no closure since, it
     /// still is.
     fn still_linked(&self, node: NodeId, from: NodeId, sent_at: u32) -> bool {
-        sent_at == self.closures[node.0 as usize]
+        self.closures.get(node.0 as usize) == Some(&sent_at)
             || self.slot(node).is_some_and(|s| s.links.get(&from).is_some_and(|l| l.state == LinkState::Up))
     }
 
@@ -591,17 +591,13 @@ impl Engine {
                     self.counters.delivered_across_healed += 1;
                 }
                 let now = self.now;
+                // Gone, or the connection closed while this was in flight.
+                let linked = self.still_linked(to, from, closures);
                 let mut out = std::mem::take(&mut self.outbox);
-                if self.slot(to).is_none() {
+                let Some(slot) = self.slot_mut(to).filter(|_| linked) else {
                     self.counters.messages_dropped += 1;
                     return;
-                }
-                if !self.still_linked(to, from, closures) {
-                    // The connection closed while this was in flight.
-                    self.counters.messages_dropped += 1;
-                    return;
-                }
-                let Some(slot) = self.slot_mut(to) else { return };
+                };
                 let kind = msg.name();
                 slot.core.node().on_message(now, from, msg, &mut out);
                 self.counters.messages_delivered += 1;

@@ -9,6 +9,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// The scenario named by `args[1]` (default `small`) with `args[2..=4]` applied, and its
 /// policy. Panics with the argument's name on bad input: these are developer tools.
+///
 /// Sets up the process's memory as `meshtv simulate` does ([`keep_freed_memory`]).
 ///
 /// [`keep_freed_memory`]: meshtv_simulator::keep_freed_memory
