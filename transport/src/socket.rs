@@ -548,8 +548,9 @@ impl Side {
             frame.push(RELAY_TO);
             frame.extend_from_slice(&node.0.to_be_bytes());
             frame.extend_from_slice(datagram);
+            let n = self.io.try_send_to(&frame, self.native(relay))?;
             bump(&self.stats.relay_bytes_sent, frame.len() as u64);
-            self.io.try_send_to(&frame, self.native(relay))?;
+            bump(&self.stats.udp_bytes_sent, n as u64);
         }
         Ok(())
     }
@@ -582,11 +583,17 @@ impl AsyncUdpSocket for MeshSocket {
         if is_virtual(t.destination) {
             return self.side.send_relayed(t.destination, t);
         }
+        let sent = &self.side.stats.udp_bytes_sent;
         match t.segment_size {
-            None => self.io.try_send_to(t.contents, t.destination).map(|_| ()),
+            None => {
+                let n = self.io.try_send_to(t.contents, t.destination)?;
+                bump(sent, n as u64);
+                Ok(())
+            }
             Some(seg) => {
                 for datagram in t.contents.chunks(seg.max(1)) {
-                    self.io.try_send_to(datagram, t.destination)?;
+                    let n = self.io.try_send_to(datagram, t.destination)?;
+                    bump(sent, n as u64);
                 }
                 Ok(())
             }

@@ -12,6 +12,13 @@ pub struct TransportStats {
     pub media_bytes_recv: AtomicU64,
     pub control_bytes_sent: AtomicU64,
     pub control_bytes_recv: AtomicU64,
+    /// UDP payload bytes of the QUIC datagrams this node's socket sent, direct or framed
+    /// for a relay (header included): what quinn's `udp_tx.bytes` counts, summed over
+    /// every connection this node ever had, closed ones included. Handshakes,
+    /// retransmissions, acks and packet headers are in it; STUN and punch probes (a few
+    /// dozen bytes each) and datagrams relayed for others are not. What this node cost
+    /// the network, e.g. the source's side of `savings` (DESIGN.md).
+    pub udp_bytes_sent: AtomicU64,
     /// Dials started on a core's request (and the tracker dial).
     pub dials_started: AtomicU64,
     /// Connections that came up, in either direction.
@@ -64,6 +71,7 @@ pub struct StatsSnapshot {
     pub media_bytes_recv: u64,
     pub control_bytes_sent: u64,
     pub control_bytes_recv: u64,
+    pub udp_bytes_sent: u64,
     pub dials_started: u64,
     pub connections_opened: u64,
     pub connections_failed: u64,
@@ -95,6 +103,7 @@ impl TransportStats {
             media_bytes_recv: get(&self.media_bytes_recv),
             control_bytes_sent: get(&self.control_bytes_sent),
             control_bytes_recv: get(&self.control_bytes_recv),
+            udp_bytes_sent: get(&self.udp_bytes_sent),
             dials_started: get(&self.dials_started),
             connections_opened: get(&self.connections_opened),
             connections_failed: get(&self.connections_failed),

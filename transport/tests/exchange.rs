@@ -63,6 +63,10 @@ async fn echo_pair_exchanges_control_and_pieces_both_ways() {
     assert!(sb.media_bytes_sent >= PIECE_BYTES as u64 && sa.media_bytes_recv >= PIECE_BYTES as u64);
     assert!(sa.control_bytes_sent > 0 && sa.control_bytes_recv > 0, "{sa:?}");
     assert_eq!(sa.media_bytes_sent, sb.media_bytes_recv, "every piece sent was received");
+    // On the wire: every frame plus QUIC's own packets, so more than the frames.
+    for s in [&sa, &sb] {
+        assert!(s.udp_bytes_sent > s.media_bytes_sent + s.control_bytes_sent, "{s:?}");
+    }
     assert_eq!((sa.messages_dropped, sb.messages_dropped), (0, 0));
     assert_eq!((sa.connections_open(), sb.connections_open()), (1, 1));
     assert!(!a.drain().iter().chain(b.drain().iter()).any(|s| matches!(s, Seen::Disconnect(_))));
