@@ -23,6 +23,7 @@ mod discover;
 mod driver;
 mod endpoint;
 pub mod framing;
+mod impair;
 mod links;
 mod punch;
 mod socket;

@@ -26,6 +26,7 @@
 //! node other than the one expected, relay frames from strangers) is dropped and counted,
 //! with a rate-limited log line; it changes no state.
 
+use crate::impair::{Impair, ImpairConfig};
 use crate::stats::{bump, TransportStats};
 use crate::stun::{self, Change, Stun, TxId};
 use meshtv_proto::NodeId;
@@ -166,6 +167,8 @@ pub(crate) struct Side {
     trusted_relays: Mutex<HashSet<SocketAddr>>,
     virtuals: Mutex<Virtuals>,
     drops: Mutex<DropLog>,
+    /// Lab only: delay and loss on QUIC's datagrams, when `MESHTV_LAB_IMPAIR` asks for it.
+    impair: Option<Impair>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -204,6 +207,7 @@ impl MeshSocket {
             trusted_relays: Mutex::default(),
             virtuals: Mutex::default(),
             drops: Mutex::default(),
+            impair: ImpairConfig::from_env().map(|c| Impair::new(c, io.clone())),
         });
         Ok(Arc::new(MeshSocket { io, side }))
     }
@@ -536,6 +540,15 @@ impl Side {
         self.presented(addr)
     }
 
+    /// Sends one of QUIC's datagrams (or a relay frame carrying one): through the lab's
+    /// impairment stage when it is on.
+    fn send_quic(&self, datagram: &[u8], to: SocketAddr) -> io::Result<usize> {
+        match &self.impair {
+            Some(stage) => stage.send(&self.io, datagram, to).map(|_| datagram.len()),
+            None => self.io.try_send_to(datagram, to),
+        }
+    }
+
     fn send_relayed(&self, dest: SocketAddr, t: &Transmit) -> io::Result<()> {
         let Some((relay, node)) = self.resolve_virtual(dest) else {
             // An address quinn got from us that we no longer know: the datagram is lost,
@@ -548,7 +561,7 @@ impl Side {
             frame.push(RELAY_TO);
             frame.extend_from_slice(&node.0.to_be_bytes());
             frame.extend_from_slice(datagram);
-            let n = self.io.try_send_to(&frame, self.native(relay))?;
+            let n = self.send_quic(&frame, self.native(relay))?;
             bump(&self.stats.relay_bytes_sent, frame.len() as u64);
             bump(&self.stats.udp_bytes_sent, n as u64);
         }
@@ -586,13 +599,13 @@ impl AsyncUdpSocket for MeshSocket {
         let sent = &self.side.stats.udp_bytes_sent;
         match t.segment_size {
             None => {
-                let n = self.io.try_send_to(t.contents, t.destination)?;
+                let n = self.side.send_quic(t.contents, t.destination)?;
                 bump(sent, n as u64);
                 Ok(())
             }
             Some(seg) => {
                 for datagram in t.contents.chunks(seg.max(1)) {
-                    let n = self.io.try_send_to(datagram, t.destination)?;
+                    let n = self.side.send_quic(datagram, t.destination)?;
                     bump(sent, n as u64);
                 }
                 Ok(())
