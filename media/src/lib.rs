@@ -16,6 +16,7 @@
 //! `MESHTV_FFMPEG_LOG` to `error`, `warning`, `info`, `verbose` or `debug` to see it when
 //! diagnosing an input.
 
+mod continuity;
 mod ingest;
 mod input;
 mod segmenter;
@@ -73,8 +74,9 @@ pub struct MediaSegment {
     pub duration_ms: u32,
     /// A complete MPEG-TS file (PAT, PMT, then H.264/HEVC in Annex B with its parameter
     /// sets, and ADTS AAC / MP3 / AC3), starting with a video keyframe, so a player can
-    /// start with this segment without anything received before it. Timestamps continue
-    /// from the previous segment.
+    /// start with this segment without anything received before it. Timestamps and each
+    /// PID's continuity counters continue from the previous segment, so the segments
+    /// read one after the other are one valid MPEG-TS stream.
     pub data: Vec<u8>,
 }
 

@@ -4,8 +4,11 @@
 //! own PAT/PMT and (through the muxer's automatic `h264_mp4toannexb` / `hevc_mp4toannexb`
 //! bitstream filter) with the parameter sets before its first keyframe: a player can
 //! start at any segment. Timestamps are not reset per segment; they run on across
-//! segments so consecutive segments play as one continuous stream.
+//! segments so consecutive segments play as one continuous stream; `continuity` puts the
+//! PAT and PMT first and carries each PID's continuity counter on from the previous
+//! segment, so that a player reading them back to back sees one valid transport stream.
 
+use crate::continuity::Continuity;
 use crate::MediaError;
 use ffmpeg::format::context::{Output, StreamIo};
 use ffmpeg::{codec, format, Packet, Rational, Rescale};
@@ -87,6 +90,8 @@ pub(crate) struct Segmenter {
     /// Last dts written per output stream, to drop packets that would go backwards
     /// (which the muxer rejects) instead of failing the whole ingest.
     last_dts: Vec<Option<i64>>,
+    /// Continuity counters carried across segments (and loop passes).
+    continuity: Continuity,
 }
 
 impl Segmenter {
@@ -98,6 +103,7 @@ impl Segmenter {
             current: None,
             seq: 0,
             last_dts: Vec::new(),
+            continuity: Continuity::default(),
         }
     }
 
@@ -220,7 +226,8 @@ impl Segmenter {
         open.out.write_trailer().map_err(|e| MediaError::Mux { seq, reason: e.to_string() })?;
         let buf = open.buf.clone();
         drop(open.out); // flushes the last buffered bytes into `buf`
-        let data = buf.take();
+        let mut data = buf.take();
+        self.continuity.apply(&mut data).map_err(|e| MediaError::Mux { seq, reason: e.to_string() })?;
         let duration = ms(end).saturating_sub(ms(open.start)).clamp(0, u32::MAX as i64) as u32;
         self.seq += 1;
         Ok(crate::MediaSegment { seq, duration_ms: duration, data })

@@ -239,6 +239,57 @@ fn looped_ingest_keeps_timestamps_continuous_across_the_loop() {
     assert_eq!(frames.iter().filter(|(m, _)| m == "video").count(), 600);
 }
 
+/// The PID and continuity counter of every MPEG-TS packet (null packets left out).
+fn ts_counters(data: &[u8]) -> Vec<(u16, u8, bool)> {
+    assert_eq!(data.len() % 188, 0, "whole 188-byte packets");
+    data.chunks_exact(188)
+        .map(|p| {
+            assert_eq!(p[0], 0x47, "sync byte");
+            ((u16::from(p[1] & 0x1f) << 8) | u16::from(p[2]), p[3] & 0x0f, p[3] & 0x10 != 0)
+        })
+        .filter(|(pid, _, _)| *pid != 0x1fff)
+        .collect()
+}
+
+#[test]
+fn segments_read_back_to_back_are_one_valid_transport_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    // Across the loop: the whole file (8 segments) and 3 from the second pass.
+    let segs = collect(&opts(&sample(), true, false), Some(11)).expect("looped ingest");
+    let mut last: std::collections::HashMap<u16, u8> = Default::default();
+    for s in &segs {
+        let packets = ts_counters(&s.data);
+        // HLS: the first two packets of a segment are a PAT and a PMT.
+        assert_eq!(packets[0].0, 0, "segment {} starts with a PAT", s.seq);
+        assert_eq!(packets[1].0, 0x1000, "segment {} has the PMT second", s.seq);
+        for (i, &(pid, cc, payload)) in packets.iter().enumerate() {
+            if let Some(&prev) = last.get(&pid) {
+                let want = if payload { (prev + 1) & 0x0f } else { prev };
+                assert_eq!(cc, want, "segment {} packet {i}: pid {pid:#x} counter {cc} after {prev}", s.seq);
+            }
+            last.insert(pid, cc);
+        }
+    }
+    // Video, audio, PAT, PMT, SDT all went through every boundary.
+    assert!(last.len() >= 5, "{last:?}");
+
+    // FFmpeg's HLS demuxer reads the segments as one stream and says nothing about it.
+    let mut m3u8 = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n");
+    for s in &segs {
+        write_ts(dir.path(), &format!("{}.ts", s.seq), &s.data);
+        m3u8 += &format!("#EXTINF:{:.3},\n{}.ts\n", s.duration_ms as f64 / 1000.0, s.seq);
+    }
+    m3u8 += "#EXT-X-ENDLIST\n";
+    let playlist = dir.path().join("index.m3u8");
+    std::fs::write(&playlist, m3u8).unwrap();
+    let playlist = playlist.to_string_lossy().into_owned();
+    let (_, err, ok) =
+        run("ffmpeg", &["-hide_banner", "-nostdin", "-v", "warning", "-i", &playlist, "-f", "null", "-"]);
+    assert!(ok, "ffmpeg failed: {err}");
+    let lower = err.to_lowercase();
+    assert!(!lower.contains("corrupt") && !lower.contains("discontinuity"), "ffmpeg complained:\n{err}");
+}
+
 #[test]
 fn stop_flag_ends_ingest() {
     let stop = AtomicBool::new(false);
