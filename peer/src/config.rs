@@ -66,12 +66,13 @@ pub struct PeerConfig {
     /// Most children this peer serves, whatever the tracker says. An origin that serves
     /// every viewer (the simulator's origin-only baseline) raises it.
     pub children_max: usize,
-    /// The uplink's real rate, when the driver knows it. Pull requests are then declined
-    /// (`NoPiece`, so the asker goes elsewhere at once) while more than `serve_horizon` of
-    /// data is already queued on it: an answer that would arrive after the asker gave up
-    /// only wastes the uplink, and an origin asked by thousands must shed what it cannot
-    /// send in time. `None`: every request is answered.
-    pub uplink_bps: Option<u64>,
+    /// The most this peer may upload, bits per second (`--upload-kbps`): a cap on the
+    /// rate the peer measures of its uplink (see [`crate::uplink`]), never a claim. Pull
+    /// requests are declined (`NoPiece`, so the asker goes elsewhere at once) while more
+    /// than `serve_horizon` of data is in flight and queued: an answer that would arrive
+    /// after the asker gave up only wastes the uplink, and an origin asked by thousands
+    /// must shed what it cannot send in time. `None`: no cap.
+    pub uplink_cap_bps: Option<u64>,
     /// Short, so that a slow partner declines at once and the asker turns to a faster
     /// one: in a simulated swarm on tight uplinks (2,000 viewers at 1.5x the bitrate),
     /// 1 s gave a startup p95 of 4.1 s, 0.5 s 3.4 s, 0.3 s 3.1 s.
@@ -126,7 +127,7 @@ impl PeerConfig {
             request_timeout: Duration::from_millis(1500),
             partner_request_bytes_max: 1 << 20,
             children_max: 64,
-            uplink_bps: None,
+            uplink_cap_bps: None,
             serve_horizon: Duration::from_millis(300),
             source_request_bytes_max: 512 << 10,
             have_interval: Duration::from_millis(600),

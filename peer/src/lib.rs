@@ -16,6 +16,7 @@ pub mod playback;
 pub mod scheduler;
 pub mod stats;
 pub mod traversal;
+pub mod uplink;
 
 pub use config::{Fault, PeerConfig, PeerRole};
 pub use peer::Peer;

@@ -6,6 +6,7 @@ use crate::playback::{Playback, SegmentState};
 use crate::scheduler::{self, Decision, Missing, PartnerView, Policy};
 use crate::stats::PeerStats;
 use crate::traversal::Traversal;
+use crate::uplink::Uplink;
 use bytes::Bytes;
 use meshtv_proto::media::{ChannelDescriptor, SegmentHeader, SignedHeader};
 use meshtv_proto::metrics::quantile;
@@ -97,8 +98,8 @@ pub struct Peer {
     ready_delays_ms: Vec<u64>,
     /// NAT traversal: rendezvous through the tracker, once the driver measured our NAT.
     traversal: Traversal,
-    /// Data queued on the uplink as this peer estimates it (see `PeerConfig::uplink_bps`).
-    uplink: Backlog,
+    /// The uplink as measured from what the transport drains (see `uplink`).
+    uplink: Uplink,
     /// Requests outstanding at the source (bounded by `source_request_bytes_max`).
     source_outstanding: usize,
     /// Whether this peer dialed the source for its fallback (dial once, not per request).
@@ -112,8 +113,7 @@ pub struct Peer {
     /// that are partners only while they are a parent: a replaced parent stops being one,
     /// or every re-assignment would add a partner to announce to, for good.
     mesh: BTreeSet<NodeId>,
-    /// Pushes waiting for the uplink, oldest first (only when `cfg.uplink_bps` is known;
-    /// otherwise pushes go to the transport at once).
+    /// Pushes waiting for room on the uplink, oldest first.
     push_queue: VecDeque<Queued>,
     /// Answers to pull requests waiting for the uplink: they go after every queued push
     /// (a late tree starves the whole subtree below it; a late answer only its asker).
@@ -152,22 +152,6 @@ struct Queued {
     at: Time,
 }
 
-/// Bits queued on an uplink that drains at a known rate: what a sender can estimate of its
-/// transport's queue without seeing it.
-#[derive(Default)]
-struct Backlog {
-    bits: f64,
-    at: Time,
-}
-
-impl Backlog {
-    fn drain(&mut self, now: Time, bps: u64) {
-        let secs = now.since(self.at).as_secs_f64();
-        self.bits = (self.bits - secs * bps as f64).max(0.0);
-        self.at = self.at.max(now);
-    }
-}
-
 /// Most readiness-delay samples kept.
 const READY_SAMPLES_MAX: usize = 2048;
 
@@ -192,7 +176,7 @@ impl Peer {
             partners_newest: None,
             children: BTreeMap::new(),
             requested: BTreeMap::new(),
-            uplink: Backlog::default(),
+            uplink: Uplink::new(cfg.uplink_cap_bps),
             source_outstanding: 0,
             source_dialed: false,
             push_lag: Stripes::new(),
@@ -311,6 +295,9 @@ impl Peer {
         s.newest_complete_seq = self.buffer.iter().rev().find(|(_, sl)| sl.is_complete()).map(|(q, _)| q);
         s.nat = self.traversal.report().map(NatReport::kind);
         s.nat_report = self.traversal.report().cloned();
+        s.uplink_bps = self.uplink.rate_bps();
+        s.uplink_inflight_bytes = self.uplink.inflight_bytes();
+        s.uplink_queued_bytes = self.queued_bytes;
         s
     }
 
@@ -390,15 +377,13 @@ impl Peer {
         (lag + PUSH_LAG_MARGIN).clamp(self.cfg.push_grace, PUSH_WAIT_MAX)
     }
 
-    /// Whether a pull request may be answered now (see `PeerConfig::uplink_bps`).
-    fn uplink_has_room(&mut self, now: Time) -> bool {
-        let Some(bps) = self.cfg.uplink_bps else { return true };
-        self.uplink.drain(now, bps);
-        // Queued pieces count: an answer would wait behind them.
-        self.uplink.bits + self.queued_bytes as f64 * 8.0 <= bps as f64 * self.cfg.serve_horizon.as_secs_f64()
+    /// Whether a pull request may be answered now: it would leave within `serve_horizon`
+    /// behind what is in flight and queued.
+    fn uplink_has_room(&self) -> bool {
+        self.uplink.has_room(self.cfg.serve_horizon, self.queued_bytes)
     }
 
-    fn send_piece(&mut self, to: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
+    fn send_piece(&mut self, now: Time, to: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
         let data = match self.cfg.fault {
             Some(Fault::CorruptUploads) => {
                 let mut v = data.to_vec();
@@ -410,7 +395,7 @@ impl Peer {
             None => data.clone(),
         };
         self.stats.bytes_uploaded += data.len() as u64;
-        self.uplink.bits += data.len() as f64 * 8.0;
+        self.uplink.sent(now, to, seq, index as u16, data.len() as u32);
         out.send(to, Msg::Piece { seq, index: index as u16, data });
     }
 
@@ -435,13 +420,8 @@ impl Peer {
         }
     }
 
-    /// Pushes a piece to a child: at once when the uplink's rate is unknown, else through
-    /// the push queue.
+    /// Pushes a piece to a child through the push queue.
     fn push(&mut self, now: Time, child: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
-        if self.cfg.uplink_bps.is_none() {
-            self.send_piece(child, seq, index, data, out);
-            return;
-        }
         if self.push_queue.len() >= PUSH_QUEUE_MAX {
             if let Some(old) = self.push_queue.pop_front() {
                 self.queued_bytes -= old.bytes as u64;
@@ -459,10 +439,7 @@ impl Peer {
     /// nobody wants any more: the child left or unsubscribed from the stripe, said it gets
     /// the piece elsewhere, or has waited longer than any child waits for a push.
     fn release_pushes(&mut self, now: Time, out: &mut Outbox) {
-        let Some(bps) = self.cfg.uplink_bps else { return };
-        self.uplink.drain(now, bps);
-        let ahead = bps as f64 * PUSH_AHEAD.as_secs_f64();
-        while self.uplink.bits < ahead {
+        while self.uplink.has_room(PUSH_AHEAD, 0) {
             if let Some(p) = self.push_queue.pop_front() {
                 self.release_push(now, p, out);
             } else if !self.answer_queue.is_empty() {
@@ -487,7 +464,7 @@ impl Peer {
         if !wanted {
             self.stats.pushes_dropped += 1;
         } else if let Some(data) = self.buffer.piece(p.seq, index).cloned() {
-            self.send_piece(p.to, p.seq, index, &data, out);
+            self.send_piece(now, p.to, p.seq, index, &data, out);
         }
     }
 
@@ -498,23 +475,22 @@ impl Peer {
         self.queued_bytes -= a.bytes as u64;
         let index = a.index as usize;
         match self.buffer.piece(a.seq, index).cloned() {
-            Some(data) if now.since(a.at) < self.cfg.serve_horizon => self.send_piece(a.to, a.seq, index, &data, out),
+            Some(data) if now.since(a.at) < self.cfg.serve_horizon => {
+                self.send_piece(now, a.to, a.seq, index, &data, out)
+            }
             _ => out.send(a.to, Msg::NoPiece { seq: a.seq, index: a.index }),
         }
     }
 
-    /// Answers a pull request: at once when the uplink's rate is unknown, else queued
-    /// behind the pushes, or declined when the uplink has more queued than it sends
-    /// within `serve_horizon`.
+    /// Answers a pull request: queued behind the pushes, or declined when the uplink has
+    /// more in flight and queued than it sends within `serve_horizon`.
     fn answer(&mut self, now: Time, from: NodeId, seq: u64, index: u16, out: &mut Outbox) {
         let Some(data) = self.buffer.piece(seq, index as usize).cloned() else {
             out.send(from, Msg::NoPiece { seq, index });
             return;
         };
-        if !self.uplink_has_room(now) {
+        if !self.uplink_has_room() {
             out.send(from, Msg::NoPiece { seq, index });
-        } else if self.cfg.uplink_bps.is_none() {
-            self.send_piece(from, seq, index as usize, &data, out);
         } else {
             let bytes = data.len() as u32;
             self.answer_queue.push_back(Queued { to: from, seq, index, bytes, at: now });
@@ -908,6 +884,7 @@ impl Peer {
     }
 
     fn tick(&mut self, now: Time, out: &mut Outbox) {
+        self.uplink.expire(now);
         if self.descriptor.is_some() && !self.is_source() {
             self.catch_up_before_start(now);
             // Looked up in the buffer directly: a copy of every slot's state per tick was
@@ -1424,11 +1401,18 @@ impl Node for Peer {
         }
     }
 
-    fn on_disconnect(&mut self, _now: Time, peer: NodeId, _out: &mut Outbox) {
+    fn on_disconnect(&mut self, now: Time, peer: NodeId, out: &mut Outbox) {
         if peer == NodeId::TRACKER {
             tracing::warn!("lost the tracker; streaming goes on with the partners we have");
             return;
         }
         self.forget(peer);
+        self.uplink.forget(peer);
+        self.release_pushes(now, out);
+    }
+
+    fn on_piece_acked(&mut self, now: Time, to: NodeId, seq: u64, index: u16, delivered: bool, out: &mut Outbox) {
+        self.uplink.acked(now, to, seq, index, delivered);
+        self.release_pushes(now, out);
     }
 }

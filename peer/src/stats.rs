@@ -50,6 +50,12 @@ pub struct PeerStats {
     /// whole report; `None` when it was not measured.
     pub nat: Option<String>,
     pub nat_report: Option<meshtv_proto::msg::NatReport>,
+    /// The uplink's rate as this peer measured it from what its connections drained
+    /// (see `uplink`), bits per second, and what it has in flight, bytes.
+    pub uplink_bps: u64,
+    pub uplink_inflight_bytes: u64,
+    /// Pieces waiting in the peer for room on the uplink, bytes.
+    pub uplink_queued_bytes: u64,
 }
 
 /// Counts of a viewer's scheduling decisions by outcome; each decision counts once, under

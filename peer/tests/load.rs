@@ -4,19 +4,19 @@
 
 mod common;
 
-use common::{addr, assign, descriptor, PIECE_BYTES};
+use common::{addr, assign, descriptor, Link, PIECE_BYTES};
 use meshtv_peer::{Peer, PeerConfig, PeerRole};
 use meshtv_proto::msg::PeerInfo;
 use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use std::time::Duration;
 
-/// A source holding segment 0 (8 pieces), with `uplink_bps` as its driver knows it.
+/// A source holding segment 0 (8 pieces), its uplink capped at `uplink_bps`.
 fn source(uplink_bps: Option<u64>) -> Peer {
     let b = Broadcaster::from_seed(9);
     let mut cfg =
         PeerConfig::new(NodeId(1), addr(), PeerRole::Source { descriptor: descriptor(&b), secret: b.secret() });
-    cfg.uplink_bps = uplink_bps;
+    cfg.uplink_cap_bps = uplink_bps;
     cfg.serve_horizon = Duration::from_secs(1);
     let mut p = Peer::new(cfg);
     let mut out = Outbox::default();
@@ -25,9 +25,10 @@ fn source(uplink_bps: Option<u64>) -> Peer {
     p
 }
 
-/// Asks `p` for every piece of segment 0 from three viewers at `now`: (accepted, declined).
-/// An accepted request is answered at once or queued on the uplink (nothing sent yet).
-fn ask_all(p: &mut Peer, now: Time) -> (usize, usize) {
+/// Asks `p` for every piece of segment 0 from three viewers at `now`: (accepted, declined),
+/// with what it sent in `all`. An accepted request is answered at once or queued on the
+/// uplink (nothing sent yet).
+fn ask_all(p: &mut Peer, now: Time, all: &mut Outbox) -> (usize, usize) {
     let (mut accepted, mut declined) = (0, 0);
     for index in 0..8u16 {
         for asker in 0..3 {
@@ -38,6 +39,7 @@ fn ask_all(p: &mut Peer, now: Time) -> (usize, usize) {
                 Some(Msg::NoPiece { .. }) => declined += 1,
                 other => panic!("unexpected answer {other:?}"),
             }
+            all.sends.extend(out.sends);
         }
     }
     (accepted, declined)
@@ -45,27 +47,29 @@ fn ask_all(p: &mut Peer, now: Time) -> (usize, usize) {
 
 #[test]
 fn a_busy_uplink_declines_pulls_it_could_not_answer_in_time() {
-    // 1 Mbit/s and a 1 s horizon: 1 Mbit may wait on the uplink, i.e. 8 pieces of
+    // 1 Mbit/s and a 1 s horizon: 1 Mbit may be in flight or wait, i.e. 8 pieces of
     // 128 kbit (the 9th would make it 1.05 Mbit). The other 16 requests are declined at
     // once, so their askers turn elsewhere instead of waiting for a late answer.
     let mut p = source(Some(1_000_000));
     let now = Time::from_millis(2000);
-    assert_eq!(ask_all(&mut p, now), (8, 16));
-    // The accepted ones leave as the uplink drains: all eight within the second.
     let mut out = Outbox::default();
-    for ms in (100..=1000).step_by(100) {
-        p.on_timer(now + Duration::from_millis(ms), TimerId(1), &mut out);
+    let (accepted, declined) = ask_all(&mut p, now, &mut out);
+    assert_eq!((accepted, declined), (8, 16));
+    // The accepted ones leave as the uplink acknowledges what it carried: all eight
+    // within the second, two at once and six as the link drained.
+    let mut link = Link::new(1_000_000);
+    for ms in (10..=1100).step_by(10) {
+        link.ack_until(&mut p, now + Duration::from_millis(ms), &mut out);
     }
     let sent = out.sends.iter().filter(|(_, m)| matches!(m, Msg::Piece { .. })).count();
-    let refused = out.sends.iter().filter(|(_, m)| matches!(m, Msg::NoPiece { .. })).count();
-    assert_eq!((sent, refused), (6, 0), "two went at once, six as the uplink drained");
-    // Two seconds later the queue has drained: answered again.
+    assert_eq!(sent, 8, "every accepted request answered");
+    // Once it has drained: answered again.
     let mut out = Outbox::default();
     p.on_message(now + Duration::from_secs(2), NodeId(200), Msg::Request { seq: 0, index: 0, urgent: true }, &mut out);
     assert!(matches!(out.sends.first(), Some((_, Msg::Piece { .. }))));
-    // A driver that does not know its uplink answers everything at once, as before.
+    // A source with no cap starts as carefully (it has measured nothing yet).
     let mut open = source(None);
-    assert_eq!(ask_all(&mut open, now), (24, 0));
+    assert_eq!(ask_all(&mut open, now, &mut Outbox::default()), (8, 16));
 }
 
 #[test]

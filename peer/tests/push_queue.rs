@@ -1,11 +1,12 @@
-//! A parent that knows its uplink keeps its pushes in its own queue, so that a child that
+//! A parent keeps its pushes in its own queue, handing its transport only what its uplink
+//! takes soon (see `meshtv_peer::uplink`), so that a child that
 //! got a piece elsewhere can still cancel it (`Msg::Skip`), and answers pulls only after
 //! its pushes: in a tight swarm (simulated, 2,000 viewers at 1.5x the bitrate) pushes of
 //! pieces the child already had were a third of all upload.
 
 mod common;
 
-use common::{addr, descriptor, PIECE_BYTES};
+use common::{ack_all, addr, descriptor, Link, PIECE_BYTES};
 use meshtv_peer::{Peer, PeerConfig, PeerRole};
 use meshtv_proto::msg::{PeerInfo, PieceMap};
 use meshtv_proto::sign::Broadcaster;
@@ -15,11 +16,13 @@ use std::time::Duration;
 const SOURCE: NodeId = NodeId(1);
 const TICK: TimerId = TimerId(1);
 
+/// A source that may upload `uplink_bps` at most (it starts at the lower of that and
+/// `uplink::INITIAL_BPS`, 1 Mbit/s, until it measured more).
 fn source(b: &Broadcaster, uplink_bps: u64) -> Peer {
     let mut cfg = PeerConfig::new(SOURCE, addr(), PeerRole::Source { descriptor: descriptor(b), secret: b.secret() });
-    cfg.uplink_bps = Some(uplink_bps);
-    // Room for a pull answer behind the queued pushes.
-    cfg.serve_horizon = Duration::from_secs(1);
+    cfg.uplink_cap_bps = Some(uplink_bps);
+    // Room for a pull answer behind the queued pushes at the initial 1 Mbit/s.
+    cfg.serve_horizon = Duration::from_secs(2);
     let mut p = Peer::new(cfg);
     p.on_start(Time::ZERO, &mut Outbox::default());
     p
@@ -58,10 +61,17 @@ fn pieces(out: &Outbox) -> Vec<(NodeId, u16)> {
         .collect()
 }
 
-/// Ticks `p` every 100 ms for `secs` after `from`.
-fn run(p: &mut Peer, from: Time, secs: u64, out: &mut Outbox) {
-    for ms in (100..=secs * 1000).step_by(100) {
-        p.on_timer(from + Duration::from_millis(ms), TICK, out);
+/// Ticks `p` every 100 ms for `secs` after `from`, on an uplink of `bps` that
+/// acknowledges what it carried.
+fn run(p: &mut Peer, bps: u64, from: Time, secs: u64, out: &mut Outbox) {
+    let mut link = Link::new(bps);
+    link.take(from, out);
+    for ms in (10..=secs * 1000).step_by(10) {
+        let now = from + Duration::from_millis(ms);
+        link.ack_until(p, now, out);
+        if ms % 100 == 0 {
+            p.on_timer(now, TICK, out);
+        }
     }
 }
 
@@ -77,14 +87,14 @@ fn a_child_that_gets_the_pieces_elsewhere_is_not_pushed_them() {
     // Child c has the rest from elsewhere.
     let all = PieceMap::full(8);
     p.on_message(t0, c, Msg::Skip { seq: 0, pieces: all }, &mut out);
-    run(&mut p, t0, 3, &mut out);
+    run(&mut p, 1_000_000, t0, 3, &mut out);
     let sent = pieces(&out);
     assert_eq!(sent.iter().filter(|(to, _)| *to == a).count(), 8, "a gets every piece");
     assert_eq!(sent.iter().filter(|(to, _)| *to == c).count(), 1, "c only the one already sent");
     assert_eq!(p.stats(t0).pushes_dropped, 7);
     // Without the skip both get all eight: the queue itself loses nothing.
     let (mut p, mut out) = publishing(&b, 1_000_000, &[a, c], t0);
-    run(&mut p, t0, 3, &mut out);
+    run(&mut p, 1_000_000, t0, 3, &mut out);
     assert_eq!(pieces(&out).len(), 16);
 }
 
@@ -103,7 +113,7 @@ fn pull_answers_wait_behind_the_pushes() {
     let mut last = PieceMap::with_len(8);
     last.set(7);
     p.on_message(t0, child, Msg::Skip { seq: 0, pieces: last }, &mut out);
-    run(&mut p, t0, 2, &mut out);
+    run(&mut p, 2_000_000, t0, 2, &mut out);
     let sent = pieces(&out);
     assert_eq!(sent.len(), 8);
     assert_eq!(sent.last(), Some(&(asker, 3)), "the answer leaves after the seven pushes: {sent:?}");
@@ -118,16 +128,16 @@ fn segment_zero(b: &Broadcaster, to: NodeId) -> (Msg, Vec<Msg>) {
     subscribe(&mut src, b, to);
     let mut out = Outbox::default();
     publish(&mut src, Time::from_millis(1000), &mut out);
+    ack_all(&mut src, Time::from_millis(1000), &mut out, 0);
     let mut msgs = out.sends.into_iter().filter(|(t, _)| *t == to).map(|(_, m)| m);
     let header = msgs.next().expect("a header first");
     assert!(matches!(header, Msg::Header(_)));
     (header, msgs.collect())
 }
 
-/// A viewer with `uplink_bps`, welcomed into the channel.
-fn viewer(b: &Broadcaster, id: NodeId, uplink_bps: u64, out: &mut Outbox) -> Peer {
-    let mut cfg = PeerConfig::new(id, addr(), PeerRole::Viewer { channel: "live".into() });
-    cfg.uplink_bps = Some(uplink_bps);
+/// A viewer, welcomed into the channel.
+fn viewer(b: &Broadcaster, id: NodeId, out: &mut Outbox) -> Peer {
+    let cfg = PeerConfig::new(id, addr(), PeerRole::Viewer { channel: "live".into() });
     let mut p = Peer::new(cfg);
     p.on_start(Time::ZERO, out);
     let source = PeerInfo { id: SOURCE, addr: addr() };
@@ -145,7 +155,7 @@ fn viewer(b: &Broadcaster, id: NodeId, uplink_bps: u64, out: &mut Outbox) -> Pee
 fn assigned(b: &Broadcaster, me: NodeId, parent: NodeId, partner: NodeId) -> (Peer, Msg, Vec<Msg>, Outbox) {
     let (header, pieces_of_0) = segment_zero(b, me);
     let mut out = Outbox::default();
-    let mut p = viewer(b, me, 10_000_000, &mut out);
+    let mut p = viewer(b, me, &mut out);
     let info = |id| PeerInfo { id, addr: addr() };
     let assign = Msg::Assign { parents: vec![Some(info(parent)); 4], partners: vec![info(partner)] };
     p.on_message(Time::ZERO, NodeId::TRACKER, assign, &mut out);
@@ -169,7 +179,7 @@ fn a_skip_that_comes_before_the_piece_is_excused_not_held_against_the_parent() {
     let (parent, child) = (NodeId(50), NodeId(100));
     let (header, pieces_of_0) = segment_zero(&b, parent);
     let mut out = Outbox::default();
-    let mut p = viewer(&b, parent, 10_000_000, &mut out);
+    let mut p = viewer(&b, parent, &mut out);
     subscribe(&mut p, &b, child);
     let t = Time::from_millis(1100);
     p.on_message(t, SOURCE, header, &mut out);
@@ -221,7 +231,7 @@ fn an_answer_still_queued_is_dropped_when_the_asker_skips_it() {
     let mut map = PieceMap::with_len(8);
     map.set(3);
     p.on_message(t0, asker, Msg::Skip { seq: 0, pieces: map }, &mut out);
-    run(&mut p, t0, 2, &mut out);
+    run(&mut p, 2_000_000, t0, 2, &mut out);
     let sent = pieces(&out);
     assert_eq!(sent.len(), 8, "the child gets its eight pushes: {sent:?}");
     assert!(sent.iter().all(|(to, _)| *to == child), "nothing goes to the asker: {sent:?}");
@@ -295,13 +305,13 @@ fn a_subscriber_is_not_caught_up_on_what_it_listed() {
     let mut out = Outbox::default();
     p.on_message(t0, child, Msg::Skip { seq: 0, pieces: map }, &mut out);
     p.on_message(t0, child, Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);
-    run(&mut p, t0, 1, &mut out);
+    run(&mut p, 100_000_000, t0, 1, &mut out);
     let sent: Vec<u16> = pieces(&out).into_iter().map(|(_, i)| i).collect();
     assert_eq!(sent, vec![3, 4, 6, 7], "only the pieces the child lacks");
     // Without the list, all eight.
     let (mut p, _) = publishing(&b, 100_000_000, &[], t0);
     let mut out = Outbox::default();
     p.on_message(t0, child, Msg::Subscribe { channel, stripes: 0b1111, from_seq: 0 }, &mut out);
-    run(&mut p, t0, 1, &mut out);
+    run(&mut p, 100_000_000, t0, 1, &mut out);
     assert_eq!(pieces(&out).len(), 8);
 }

@@ -50,4 +50,11 @@ pub trait Node {
     fn on_timer(&mut self, now: Time, timer: TimerId, out: &mut Outbox);
     /// The connection to `peer` is gone (closed, timed out, or could not be made).
     fn on_disconnect(&mut self, now: Time, peer: NodeId, out: &mut Outbox);
+    /// The driver's report on a `Msg::Piece` this node sent to `to`: the receiver
+    /// acknowledged all of it (`delivered`), or it was lost with its connection. Every
+    /// driver reports every piece once, so that a node can measure its uplink from what
+    /// its connections drain.
+    fn on_piece_acked(&mut self, now: Time, to: NodeId, seq: u64, index: u16, delivered: bool, out: &mut Outbox) {
+        let _ = (now, to, seq, index, delivered, out);
+    }
 }

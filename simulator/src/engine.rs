@@ -152,6 +152,14 @@ enum Ev {
         node: NodeId,
         peer: NodeId,
     },
+    /// Tell `node` how its piece to `peer` fared (see `Node::on_piece_acked`).
+    Acked {
+        node: NodeId,
+        peer: NodeId,
+        seq: u64,
+        index: u16,
+        delivered: bool,
+    },
     Arrive {
         viewer: u32,
     },
@@ -364,7 +372,6 @@ impl Engine {
         cfg.verifier = e.verifier.clone();
         policy.source_config(&e.scenario, &mut cfg);
         let source_up = policy.source_upload_bps(&e.scenario) as f64;
-        cfg.uplink_bps = Some(source_up as u64);
         e.add_node(SOURCE, Core::Peer(Peer::new(cfg)), source_up, SERVER_DOWNLOAD_BPS, None);
         // Segments from one second in, so the source is registered first.
         e.push(Time::from_millis(1000), Ev::Publish { seq: 0 });
@@ -556,7 +563,7 @@ impl Engine {
     fn prefetch_next(&mut self) {
         let node = match self.queue.front().map(|e| &e.item) {
             Some(Ev::Deliver { to, .. }) => *to,
-            Some(Ev::Timer { node, .. } | Ev::Disconnect { node, .. }) => *node,
+            Some(Ev::Timer { node, .. } | Ev::Disconnect { node, .. } | Ev::Acked { node, .. }) => *node,
             _ => return,
         };
         if let Some(Some(slot)) = self.nodes.get(node.0 as usize) {
@@ -633,6 +640,15 @@ impl Engine {
                 self.counters.disconnects += 1;
                 self.apply(node, out);
             }
+            Ev::Acked { node, peer, seq, index, delivered } => {
+                let now = self.now;
+                let mut out = std::mem::take(&mut self.outbox);
+                let Some(slot) = self.slot_mut(node) else { return };
+                slot.core.node().on_piece_acked(now, peer, seq, index, delivered, &mut out);
+                self.counters.events += 1;
+                *self.events_by_kind.entry("acked").or_default() += 1;
+                self.apply(node, out);
+            }
             Ev::Arrive { viewer } => {
                 self.counters.events += 1;
                 self.arrive(viewer);
@@ -680,7 +696,6 @@ impl Engine {
         let mut cfg = PeerConfig::new(id, addr_of(id), PeerRole::Viewer { channel: CHANNEL.into() });
         cfg.seed = self.scenario.seed ^ id.0.wrapping_mul(0x2545_f491_4f6c_dd1d);
         cfg.upload_bps = up;
-        cfg.uplink_bps = Some(up);
         cfg.verifier = self.verifier.clone();
         self.policy.viewer_config(&mut cfg);
         self.counters.arrivals += 1;
@@ -810,6 +825,10 @@ impl Engine {
                 self.counters.source_media_bytes += len;
             }
             let at = (self.now + Duration::from_micros(m.latency_us)).max(m.not_before);
+            // The sender hears of it as QUIC's acknowledgement would tell it: one latency
+            // after the receiver has it.
+            let acked = Ev::Acked { node: m.from, peer: m.to, seq: m.seq, index: m.index, delivered: true };
+            self.push(at + Duration::from_micros(m.latency_us), acked);
             let msg = Msg::Piece { seq: m.seq, index: m.index, data: m.data };
             self.push(at, Ev::Deliver { from: m.from, to: m.to, closures: m.closures, msg });
             let next = self.link_queues.get_mut(&key).and_then(|q| q.waiting.pop());

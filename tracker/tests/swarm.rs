@@ -1,5 +1,6 @@
 //! The tracker and peer cores together in a tiny in-memory swarm: instant links with a
-//! fixed one-way latency, no bandwidth limits. Checks that a live channel reaches every
+//! fixed one-way latency, no bandwidth limits; a piece's sender hears it was delivered one
+//! latency after it arrived, as a driver tells it (`Node::on_piece_acked`). Checks that a live channel reaches every
 //! viewer through the stripe trees, that playback never stalls, and that a peer sending
 //! corrupt pieces is cut off without a bad byte reaching anyone's buffer.
 
@@ -15,6 +16,8 @@ use std::time::Duration;
 enum Ev {
     Msg(NodeId, Msg),
     Timer(TimerId),
+    /// A piece this node sent to the peer was acknowledged.
+    Acked(NodeId, u64, u16),
 }
 
 enum Core {
@@ -50,6 +53,9 @@ impl Swarm {
     fn apply(&mut self, from: NodeId, out: Outbox) {
         for (to, msg) in out.sends {
             if self.nodes.contains_key(&to) {
+                if let Msg::Piece { seq, index, .. } = &msg {
+                    self.push(self.now + 2 * self.latency, from, Ev::Acked(to, *seq, *index));
+                }
                 self.push(self.now + self.latency, to, Ev::Msg(from, msg));
             }
         }
@@ -78,6 +84,7 @@ impl Swarm {
             match ev {
                 Ev::Msg(from, msg) => core.node().on_message(at, from, msg, &mut out),
                 Ev::Timer(id) => core.node().on_timer(at, id, &mut out),
+                Ev::Acked(peer, seq, index) => core.node().on_piece_acked(at, peer, seq, index, true, &mut out),
             }
             self.apply(to, out);
         }

@@ -61,6 +61,15 @@ pub(crate) enum Event {
         conn: usize,
         reason: quinn::ConnectionError,
     },
+    /// How a piece written to `peer` fared: acknowledged in full by the peer, or lost
+    /// (never written, or its connection ended first). Every piece a core hands the
+    /// driver is reported once (see `Node::on_piece_acked`).
+    PieceAcked {
+        peer: NodeId,
+        seq: u64,
+        index: u16,
+        delivered: bool,
+    },
     /// A rendezvous plan ran out of ways to connect.
     RouteFailed {
         peer: NodeId,
@@ -146,7 +155,7 @@ pub(crate) async fn accept(incoming: quinn::Incoming, timeout: Duration) -> anyh
 /// the loop before the link it came on.
 pub(crate) fn open(hs: Handshake, peer: NodeId, outbound: bool, to_loop: ToLoop) -> (Link, Readers) {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE_MSGS_MAX);
-    tokio::spawn(write_loop(hs.conn.clone(), hs.send, rx, peer, to_loop.stats.clone()));
+    tokio::spawn(write_loop(hs.conn.clone(), hs.send, rx, peer, to_loop.clone()));
     let link = Link::new(hs.conn.clone(), outbound, tx);
     (link, Readers { conn: hs.conn, recv: hs.recv, peer, to_loop })
 }
@@ -249,8 +258,9 @@ async fn write_loop(
     mut control: SendStream,
     mut queue: mpsc::Receiver<Outgoing>,
     peer: NodeId,
-    stats: Arc<TransportStats>,
+    to_loop: ToLoop,
 ) {
+    let ToLoop { events, stats } = to_loop;
     while let Some(out) = queue.recv().await {
         let msg = match out {
             Outgoing::Msg(msg) => msg,
@@ -266,7 +276,18 @@ async fn write_loop(
                 return;
             }
         };
-        if let Err(e) = write_msg(&conn, &mut control, &msg, &stats).await {
+        let piece = match &msg {
+            Msg::Piece { seq, index, .. } => Some((*seq, *index)),
+            _ => None,
+        };
+        let (written, acked) = match write_msg(&conn, &mut control, &msg, &stats).await {
+            Ok(acked) => (Ok(()), acked),
+            Err(e) => (Err(e), None),
+        };
+        if let Some((seq, index)) = piece {
+            report_ack(&events, peer, seq, index, acked).await;
+        }
+        if let Err(e) = written {
             // A connection that cannot be written to is of no use; closing it lets the
             // loop learn of it (and report it) instead of queueing into a dead writer.
             debug!(%peer, error = %e, "write failed; closing the connection");
@@ -276,33 +297,55 @@ async fn write_loop(
     }
 }
 
+/// Tells the loop how a piece fared: at once when it was never written, else once the
+/// peer acknowledged all of it (or its connection ended first), without holding up the
+/// writer.
+async fn report_ack(events: &mpsc::Sender<Event>, peer: NodeId, seq: u64, index: u16, acked: Option<Acked>) {
+    let Some(acked) = acked else {
+        let _ = events.send(Event::PieceAcked { peer, seq, index, delivered: false }).await;
+        return;
+    };
+    let events = events.clone();
+    tokio::spawn(async move {
+        let delivered = matches!(acked.await, Ok(None));
+        let _ = events.send(Event::PieceAcked { peer, seq, index, delivered }).await;
+    });
+}
+
+/// What `SendStream::stopped` gives: resolves once the peer acknowledged a piece's stream.
+type Acked = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<VarInt>, quinn::StoppedError>> + Send>>;
+
+/// Writes one message; for a piece written, the future that resolves when the peer has
+/// all of it. `Ok(None)` for a piece means it was dropped unwritten.
 async fn write_msg(
     conn: &Connection,
     control: &mut SendStream,
     msg: &Msg,
     stats: &TransportStats,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<Acked>> {
     // The receiver would take an out-of-bounds message for garbage and cut us off: a core
     // bug must cost one message, not the connection.
     if let Err(why) = msg.validate() {
         warn!(why, "a core sent a message out of bounds; dropped");
         bump(&stats.messages_dropped, 1);
-        return Ok(());
+        return Ok(None);
     }
     let body = codec::encode(msg);
     if body.len() > limits::FRAME_BYTES_MAX {
         warn!(bytes = body.len(), "a core sent a message larger than a frame; dropped");
         bump(&stats.messages_dropped, 1);
-        return Ok(());
+        return Ok(None);
     }
+    let mut acked: Option<Acked> = None;
     if let Msg::Piece { seq, .. } = msg {
         let mut stream = conn.open_uni().await?;
         stream.set_priority(framing::piece_priority(*seq))?;
         framing::write_frame(&mut stream, &body).await?;
         stream.finish()?;
+        acked = Some(Box::pin(stream.stopped()));
     } else {
         framing::write_frame(control, &body).await?;
     }
     stats.count_sent(msg.is_media(), body.len() + FRAME_PREFIX_BYTES);
-    Ok(())
+    Ok(acked)
 }

@@ -290,6 +290,10 @@ impl<C: Node + Send + 'static> EventLoop<C> {
                 self.side.grant_relay(to, *peer);
             }
         }
+        let piece = match &msg {
+            Msg::Piece { seq, index, .. } => Some((*seq, *index)),
+            _ => None,
+        };
         let (sent, why) = match self.links.current(to) {
             Some(link) => (link.try_send(msg), "its send queue is full"),
             None => (self.links.queue(to, msg), "there is no connection to it"),
@@ -297,6 +301,17 @@ impl<C: Node + Send + 'static> EventLoop<C> {
         if !sent {
             bump(&self.to_loop.stats.messages_dropped, 1);
             debug!(peer = %to, why, "message dropped");
+            self.report_lost(to, &[piece]);
+        }
+    }
+
+    /// Pieces that never reached a connection's writer: the core hears they are lost (as an
+    /// event, since carrying out an outbox never calls the core).
+    fn report_lost(&self, peer: NodeId, pieces: &[Option<(u64, u16)>]) {
+        for &(seq, index) in pieces.iter().flatten() {
+            let lost = Event::PieceAcked { peer, seq, index, delivered: false };
+            // A full queue loses the report; the core's own timeout then takes the piece out.
+            let _ = self.to_loop.events.try_send(lost);
         }
     }
 
@@ -401,6 +416,9 @@ impl<C: Node + Send + 'static> EventLoop<C> {
                     let msg = Msg::Introduce { peer, plan, reply };
                     self.call(|core, now, out| core.on_message(now, NodeId::TRACKER, msg, out));
                 }
+            }
+            Event::PieceAcked { peer, seq, index, delivered } => {
+                self.call(|core, now, out| core.on_piece_acked(now, peer, seq, index, delivered, out));
             }
             Event::Up { peer, link } => self.link_up(peer, link),
             Event::DialFailed { peer, error } => {

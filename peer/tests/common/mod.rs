@@ -45,7 +45,9 @@ pub fn segments(b: &Broadcaster, to: NodeId, n: u64) -> Vec<(Msg, Vec<Msg>)> {
     let mut found = Vec::new();
     for seq in 0..n {
         let mut out = Outbox::default();
-        src.publish(Time::from_millis(seq * 2000), seq, 2000, &vec![7u8; 8 * PIECE_BYTES as usize], &mut out);
+        let now = Time::from_millis(seq * 2000);
+        src.publish(now, seq, 2000, &vec![7u8; 8 * PIECE_BYTES as usize], &mut out);
+        ack_all(&mut src, now, &mut out, 0);
         let mut msgs = out.sends.into_iter().filter(|(t, _)| *t == to).map(|(_, m)| m);
         let header = msgs.next().expect("a header first");
         assert!(matches!(header, Msg::Header(_)));
@@ -85,4 +87,61 @@ pub fn welcomed_with(
         out,
     );
     p
+}
+
+/// Acknowledges, at `now`, every piece `p` sent in `out` from `from` on, and those its
+/// acknowledgements release in turn, as a driver with an instant link would: a sender
+/// hands its transport only what its uplink takes soon (see `meshtv_peer::uplink`), so a
+/// test that wants everything sent acknowledges what went. Returns where `out` ends.
+pub fn ack_all(p: &mut Peer, now: Time, out: &mut Outbox, from: usize) -> usize {
+    let mut done = from;
+    while done < out.sends.len() {
+        let (to, msg) = &out.sends[done];
+        done += 1;
+        if let Msg::Piece { seq, index, .. } = msg {
+            let (to, seq, index) = (*to, *seq, *index);
+            p.on_piece_acked(now, to, seq, index, true, out);
+        }
+    }
+    done
+}
+
+/// An uplink of a fixed rate under a peer: pieces leave one after another in the order
+/// the peer sent them and are acknowledged as they finish (no propagation delay), as a
+/// driver would report them.
+pub struct Link {
+    pub bps: u64,
+    /// Pieces sent and not acknowledged: (when it finishes, to, seq, index).
+    wire: std::collections::VecDeque<(Time, NodeId, u64, u16)>,
+    free_at: Time,
+    seen: usize,
+}
+
+impl Link {
+    pub fn new(bps: u64) -> Link {
+        Link { bps, wire: Default::default(), free_at: Time::ZERO, seen: 0 }
+    }
+
+    /// Puts on the wire the pieces `p` sent into `out` since the last call (at `now`).
+    pub fn take(&mut self, now: Time, out: &Outbox) {
+        for (to, msg) in &out.sends[self.seen..] {
+            if let Msg::Piece { seq, index, data } = msg {
+                let start = self.free_at.max(now);
+                let secs = data.len() as f64 * 8.0 / self.bps as f64;
+                self.free_at = start + std::time::Duration::from_secs_f64(secs);
+                self.wire.push_back((self.free_at, *to, *seq, *index));
+            }
+        }
+        self.seen = out.sends.len();
+    }
+
+    /// Acknowledges to `p` every piece finished by `now`, taking what that releases.
+    pub fn ack_until(&mut self, p: &mut Peer, now: Time, out: &mut Outbox) {
+        self.take(now, out);
+        while let Some(&(at, to, seq, index)) = self.wire.front().filter(|w| w.0 <= now) {
+            self.wire.pop_front();
+            p.on_piece_acked(at, to, seq, index, true, out);
+            self.take(at, out);
+        }
+    }
 }
