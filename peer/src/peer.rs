@@ -109,6 +109,9 @@ pub struct Peer {
     /// later than that: pulling what the parent is about to push wastes both uplinks.
     push_lag: Stripes<Duration>,
     last_announce: Option<Time>,
+    /// Verified bytes received per sender since the last heartbeat (bounded by the
+    /// connections: pieces come only from connected peers).
+    received: BTreeMap<NodeId, u64>,
     /// Partners of the mesh (given by the tracker, or that chose us), as opposed to those
     /// that are partners only while they are a parent: a replaced parent stops being one,
     /// or every re-assignment would add a partner to announce to, for good.
@@ -177,6 +180,7 @@ impl Peer {
             children: BTreeMap::new(),
             requested: BTreeMap::new(),
             uplink: Uplink::new(cfg.uplink_cap_bps),
+            received: BTreeMap::new(),
             source_outstanding: 0,
             source_dialed: false,
             push_lag: Stripes::new(),
@@ -375,6 +379,14 @@ impl Peer {
     fn push_wait(&self, stripe: usize) -> Duration {
         let lag = self.push_lag.get(stripe).copied().unwrap_or_default();
         (lag + PUSH_LAG_MARGIN).clamp(self.cfg.push_grace, PUSH_WAIT_MAX)
+    }
+
+    /// What the next heartbeat reports received per sender (most first, bounded).
+    fn take_received(&mut self) -> Vec<(NodeId, u64)> {
+        let mut r: Vec<(NodeId, u64)> = std::mem::take(&mut self.received).into_iter().collect();
+        r.sort_by_key(|&(id, bytes)| (std::cmp::Reverse(bytes), id));
+        r.truncate(meshtv_proto::limits::REPORT_SENDERS_MAX);
+        r
     }
 
     /// Whether a pull request may be answered now: it would leave within `serve_horizon`
@@ -619,6 +631,7 @@ impl Peer {
                 } else {
                     self.stats.bytes_from_peers += len;
                 }
+                *self.received.entry(from).or_default() += len;
                 self.note_push_lag(now, from, seq, index);
                 self.note_skip(from, seq, index);
                 if let Some(asked) = asked_elsewhere {
@@ -933,6 +946,7 @@ impl Peer {
                 bytes_excused: self.stats.bytes_excused,
                 stalls: self.playback.stalls,
                 buffer_ms: (buffer_s * 1000.0) as u64,
+                received: self.take_received(),
             };
             out.send(NodeId::TRACKER, Msg::Heartbeat { report: Box::new(report) });
         }

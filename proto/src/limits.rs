@@ -17,6 +17,8 @@ pub const STRIPES_MAX: usize = 16;
 pub const CHANNEL_NAME_BYTES_MAX: usize = 64;
 /// Most partners the tracker hands a peer in one assignment.
 pub const PARTNERS_MAX: usize = 32;
+/// Senders a heartbeat reports bytes received from (`PeerReport::received`).
+pub const REPORT_SENDERS_MAX: usize = 64;
 /// Longest free-text reason in a rejection.
 pub const REASON_BYTES_MAX: usize = 256;
 /// Most addresses one rendezvous plan may punch toward.

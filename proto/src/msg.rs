@@ -43,6 +43,10 @@ pub struct PeerReport {
     pub bytes_excused: u64,
     pub stalls: u32,
     pub buffer_ms: u64,
+    /// Bytes of verified pieces received from each sender since the previous heartbeat,
+    /// most first, at most `limits::REPORT_SENDERS_MAX`: the tracker measures a parent's
+    /// upload by what its receivers got, not by what it says it sent.
+    pub received: Vec<(NodeId, u64)>,
 }
 
 /// A peer's NAT as its driver measured it with STUN against the tracker's two addresses
@@ -351,6 +355,9 @@ impl Msg {
                 } else {
                     Ok(())
                 }
+            }
+            Msg::Heartbeat { report } if report.received.len() > limits::REPORT_SENDERS_MAX => {
+                Err("too many senders in a report")
             }
             Msg::Introduce { plan, .. } if plan.targets.len() > limits::PUNCH_TARGETS_MAX => {
                 Err("too many punch targets")
