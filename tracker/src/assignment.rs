@@ -6,12 +6,71 @@
 //! - every member's children across all stripes fit its slots;
 //! - in each stripe the parent links form a tree rooted at the source (no cycles).
 
-use meshtv_proto::NodeId;
+use meshtv_proto::{NodeId, Time};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 /// Random picks tried before a parent search scans a whole depth level.
 const PICK_TRIES_MAX: usize = 8;
+
+/// Peers one member may have banned at once: far more than the parents and partners it
+/// ever has (a few per stripe), so an honest member never loses a ban it needs, while a
+/// member reporting made-up ids costs the tracker at most this many entries.
+pub const BANS_PER_MEMBER_MAX: usize = 64;
+/// How long a ban lasts. A peer that sent bad pieces is kept away from its accuser for
+/// the rest of a typical session; a ban that outlives its purpose only narrows choice.
+pub const BAN_TTL: Duration = Duration::from_secs(600);
+
+/// Peers a member must not be given (it caught them sending bad pieces), each with the
+/// time of its latest report. Bounded: at most [`BANS_PER_MEMBER_MAX`] (a new ban pushes
+/// out the oldest), and each lasts [`BAN_TTL`] (the tracker's tick calls [`Bans::expire`]).
+/// Shown to operators as the list of banned ids.
+#[derive(Clone, Debug, Default)]
+pub struct Bans(BTreeMap<NodeId, Time>);
+
+impl Bans {
+    pub fn contains(&self, id: &NodeId) -> bool {
+        self.0.contains_key(id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &NodeId> {
+        self.0.keys()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Bans `peer` from `now` (a repeated report renews it); when full, the oldest ban
+    /// goes. Returns whether `peer` was not banned before.
+    pub fn insert(&mut self, now: Time, peer: NodeId) -> bool {
+        let new = self.0.insert(peer, now).is_none();
+        if self.0.len() > BANS_PER_MEMBER_MAX {
+            let oldest =
+                self.0.iter().filter(|(id, _)| **id != peer).min_by_key(|(id, t)| (**t, **id)).map(|(id, _)| *id);
+            if let Some(oldest) = oldest {
+                self.0.remove(&oldest);
+            }
+        }
+        new
+    }
+
+    /// Lifts the bans older than [`BAN_TTL`].
+    pub fn expire(&mut self, now: Time) {
+        self.0.retain(|_, at| now.since(*at) < BAN_TTL);
+    }
+}
+
+impl serde::Serialize for Bans {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.keys())
+    }
+}
 
 /// A set of node ids with O(1) insert, remove and uniform random pick. Its order is the
 /// order of insertions and removals, so it is the same on every run; the map is only
@@ -93,7 +152,7 @@ pub struct Member {
     /// Children per stripe.
     pub children: Vec<BTreeSet<NodeId>>,
     /// Peers this member must not be given (it caught them sending bad pieces).
-    pub banned: BTreeSet<NodeId>,
+    pub banned: Bans,
 }
 
 impl Member {
@@ -103,7 +162,7 @@ impl Member {
             slots_shown: slots,
             parents: vec![None; stripes],
             children: vec![BTreeSet::new(); stripes],
-            banned: BTreeSet::new(),
+            banned: Bans::default(),
         }
     }
 

@@ -11,6 +11,7 @@ pub mod capacity;
 pub mod chandelier;
 pub mod optimizer;
 pub mod rendezvous;
+pub mod reports;
 pub mod tracker;
 
 pub use tracker::{Tracker, TrackerConfig, TrackerSnapshot};

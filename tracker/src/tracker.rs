@@ -4,13 +4,14 @@ use crate::assignment::{Member, Trees};
 use crate::capacity::Capacity;
 use crate::chandelier::Chandelier;
 use crate::rendezvous::Rendezvous;
+use crate::reports::ReportLog;
 use meshtv_proto::media::ChannelDescriptor;
 use meshtv_proto::msg::{PeerInfo, PeerReport, RejectReason};
 use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
 use rand::SeedableRng;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -124,6 +125,9 @@ struct NodeRecord {
     report: PeerReport,
     /// The upload it declared when it joined (0 for a source).
     declared_bps: u64,
+    /// Bytes the other members of its channel reported receiving from it: its upload as
+    /// measured by its receivers.
+    credited_bytes: u64,
 }
 
 /// What the tracker shows operators (dashboard, logs, tests).
@@ -164,6 +168,10 @@ pub struct Tracker {
     nodes: FxHashMap<NodeId, NodeRecord>,
     /// NAT reports and rendezvous under way (see `rendezvous`).
     pub rendezvous: Rendezvous,
+    /// Members with bans to expire (see `assignment::Bans`): the tick visits only these.
+    banning: BTreeSet<NodeId>,
+    /// Bad-piece reports, logged as one line per interval.
+    reports: ReportLog,
 }
 
 impl Tracker {
@@ -174,7 +182,14 @@ impl Tracker {
             channels: BTreeMap::new(),
             nodes: FxHashMap::default(),
             rendezvous: Rendezvous::default(),
+            banning: BTreeSet::new(),
+            reports: ReportLog::default(),
         }
+    }
+
+    /// Bad-piece reports received since the start.
+    pub fn bad_peer_reports(&self) -> u64 {
+        self.reports.total
     }
 
     pub fn snapshot(&self) -> TrackerSnapshot {
@@ -255,6 +270,7 @@ impl Tracker {
                 last_seen: now,
                 report: PeerReport::default(),
                 declared_bps: 0,
+                credited_bytes: 0,
             },
         );
         let trees = Trees::new(from, slots, d.stripes as usize);
@@ -312,6 +328,7 @@ impl Tracker {
                 last_seen: now,
                 report: PeerReport::default(),
                 declared_bps: upload_bps,
+                credited_bytes: 0,
             },
         );
         let Some(source) = self.info(source) else { return };
@@ -431,12 +448,15 @@ impl Tracker {
         }
     }
 
-    fn on_bad_peer(&mut self, from: NodeId, peer: NodeId, out: &mut Outbox) {
+    fn on_bad_peer(&mut self, now: Time, from: NodeId, peer: NodeId, out: &mut Outbox) {
         let Some(channel) = self.nodes.get(&from).map(|r| r.channel.clone()) else { return };
         let Some(ch) = self.channels.get_mut(&channel) else { return };
-        tracing::warn!(accuser = %from, accused = %peer, "bad-piece report");
+        // Logged in aggregate by the tick: a report per line would let one peer flood the log.
+        tracing::debug!(accuser = %from, accused = %peer, "bad-piece report");
+        self.reports.note(now, from, peer);
         let Some(m) = ch.trees.members.get_mut(&from) else { return };
-        m.banned.insert(peer);
+        m.banned.insert(now, peer);
+        self.banning.insert(from);
         for s in 0..ch.trees.stripes {
             if ch.trees.members.get(&from).is_some_and(|m| m.parents[s] == Some(peer)) {
                 ch.trees.link(from, s, None);
@@ -444,6 +464,20 @@ impl Tracker {
         }
         self.fill(&channel, from);
         self.send_assignment(&channel, from, false, out);
+    }
+
+    /// Credits each sender in `from`'s report with what `from` received from it. Only
+    /// members of the same channel count (a stranger's bytes say nothing of its uplink).
+    fn credit(&mut self, from: NodeId, report: &PeerReport) {
+        let Some(channel) = self.nodes.get(&from).map(|r| r.channel.clone()) else { return };
+        for &(sender, bytes) in &report.received {
+            if sender == from {
+                continue;
+            }
+            if let Some(rec) = self.nodes.get_mut(&sender).filter(|r| r.channel == channel) {
+                rec.credited_bytes = rec.credited_bytes.saturating_add(bytes);
+            }
+        }
     }
 
     /// Updates a viewer's measured capacity from its heartbeat (optimizer only).
@@ -459,7 +493,7 @@ impl Tracker {
         let used = ch.trees.members.get(&from).map_or(0, |m| m.used_slots());
         // What children declined before the piece even reached it counts as carried: the
         // peer was asked for it, and only its own parent's lateness kept it from sending.
-        let carried = report.bytes_uploaded + report.bytes_excused;
+        let carried = rec.credited_bytes + report.bytes_excused;
         rec.capacity.report(now, carried, used, ch.descriptor.stripe_bps());
         ch.trees.set_slots(from, rec.capacity.slots);
     }
@@ -490,6 +524,19 @@ impl Tracker {
         }
     }
 
+    /// Lifts bans past their time, visiting only members that have some.
+    fn expire_bans(&mut self, now: Time) {
+        let (nodes, channels) = (&self.nodes, &mut self.channels);
+        self.banning.retain(|id| {
+            let Some(rec) = nodes.get(id) else { return false };
+            let Some(m) = channels.get_mut(&rec.channel).and_then(|ch| ch.trees.members.get_mut(id)) else {
+                return false;
+            };
+            m.banned.expire(now);
+            !m.banned.is_empty()
+        });
+    }
+
     fn tick(&mut self, now: Time, out: &mut Outbox) {
         self.optimize(now, out);
         if self.cfg.policy == Policy::Tree {
@@ -503,6 +550,10 @@ impl Tracker {
             }
         }
         self.rendezvous.expire(now);
+        self.expire_bans(now);
+        if let Some(line) = self.reports.flush(now) {
+            tracing::warn!("{line}");
+        }
         let mut expired: Vec<NodeId> = self
             .nodes
             .iter()
@@ -553,12 +604,13 @@ impl Node for Tracker {
             }
             Msg::Join { channel, addr, upload_bps } => self.on_join(now, from, channel, addr, upload_bps, out),
             Msg::Heartbeat { report } => {
+                self.credit(from, &report);
                 self.measure(now, from, &report);
                 if let Some(r) = self.nodes.get_mut(&from) {
                     r.report = *report;
                 }
             }
-            Msg::BadPeer { peer } => self.on_bad_peer(from, peer, out),
+            Msg::BadPeer { peer } => self.on_bad_peer(now, from, peer, out),
             Msg::Leave => self.drop_node(now, from, out),
             Msg::NatReport { report } => {
                 // A peer reports its NAT before it joins, so that its join is filled with
@@ -739,21 +791,63 @@ mod tests {
             assert!(t.parents("ch", NodeId(3)).unwrap().iter().all(|p| *p == Some(NodeId(2))));
             let asked_per_s = 2_000_000 / 8;
             for s in 1..=12u64 {
+                let now = Time::from_millis(s * 1000);
+                // The child reports what it received from its parent; the parent, only
+                // what was excused (and a claim of its upload, which counts for nothing).
+                let child = PeerReport { received: vec![(NodeId(2), asked_per_s / 4)], ..Default::default() };
+                t.on_message(now, NodeId(3), Msg::Heartbeat { report: Box::new(child) }, &mut out);
                 let report = PeerReport {
-                    bytes_uploaded: s * asked_per_s / 4,
+                    bytes_uploaded: s * asked_per_s * 4,
                     bytes_excused: s * asked_per_s * excused_share / 4,
                     ..Default::default()
                 };
-                t.on_message(
-                    Time::from_millis(s * 1000),
-                    NodeId(2),
-                    Msg::Heartbeat { report: Box::new(report) },
-                    &mut out,
-                );
+                t.on_message(now, NodeId(2), Msg::Heartbeat { report: Box::new(report) }, &mut out);
             }
             t.channels["ch"].trees.members[&NodeId(2)].slots
         };
         assert!(slots_after(3) >= 4, "declined before it had the pieces: not its fault");
-        assert_eq!(slots_after(0), 1, "a quarter of what was asked, with nothing excused: it cannot carry more");
+        assert_eq!(
+            slots_after(0),
+            1,
+            "its child got a quarter of what was asked, with nothing excused: it cannot carry more, whatever it claims"
+        );
+    }
+
+    #[test]
+    fn bad_peer_reports_are_bounded_expire_and_are_counted() {
+        use crate::assignment::{BANS_PER_MEMBER_MAX, BAN_TTL};
+        // Peers that outlive their bans (no heartbeats in this test).
+        let peer_timeout = BAN_TTL * 2;
+        let mut t = Tracker::new(TrackerConfig { policy: Policy::Tree, peer_timeout, ..Default::default() });
+        let mut out = Outbox::default();
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        t.on_announce(Time::ZERO, NodeId(1), descriptor(), addr, 8_000_000, &mut out);
+        t.on_join(Time::ZERO, NodeId(2), "ch".into(), addr, 40_000_000, &mut out);
+        t.on_join(Time::ZERO, NodeId(3), "ch".into(), addr, 40_000_000, &mut out);
+        let banned = |t: &Tracker, id| t.channels["ch"].trees.members[&NodeId(id)].banned.clone();
+        // An honest report, then a flood of made-up ids from the same member: the set
+        // stays bounded (the oldest bans giving way) and the real culprit, reported again
+        // and again, stays banned. Only the flooding member's own bans are at stake.
+        t.on_message(Time::ZERO, NodeId(2), Msg::BadPeer { peer: NodeId(3) }, &mut out);
+        for i in 0..10_000u64 {
+            let now = Time::from_millis(i);
+            t.on_message(now, NodeId(2), Msg::BadPeer { peer: NodeId(1_000 + i) }, &mut out);
+            if i % 10 == 0 {
+                t.on_message(now, NodeId(2), Msg::BadPeer { peer: NodeId(3) }, &mut out);
+            }
+        }
+        let b = banned(&t, 2);
+        assert_eq!(b.len(), BANS_PER_MEMBER_MAX);
+        assert!(b.contains(&NodeId(3)) && b.contains(&NodeId(10_999)) && !b.contains(&NodeId(1_000)));
+        assert_eq!(t.bad_peer_reports(), 11_001);
+        // Bans are lifted once they are old enough, and the member is no longer visited.
+        t.on_timer(Time::from_millis(9_999) + BAN_TTL - Duration::from_secs(1), TICK, &mut out);
+        assert_eq!(banned(&t, 2).len(), BANS_PER_MEMBER_MAX, "not yet");
+        t.on_timer(Time::from_millis(10_000) + BAN_TTL, TICK, &mut out);
+        assert!(banned(&t, 2).is_empty());
+        assert!(t.banning.is_empty());
+        // Reports from a peer that is not a member change nothing.
+        t.on_message(Time::ZERO, NodeId(99), Msg::BadPeer { peer: NodeId(3) }, &mut out);
+        assert_eq!(t.bad_peer_reports(), 11_001);
     }
 }
