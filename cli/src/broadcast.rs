@@ -4,7 +4,6 @@ use anyhow::{bail, Context};
 use meshtv_peer::{Peer, PeerConfig, PeerRole};
 use meshtv_proto::media::{ChannelDescriptor, Container};
 use meshtv_proto::msg::RejectReason;
-use meshtv_proto::sign::Broadcaster;
 use meshtv_proto::ChannelId;
 use meshtv_transport::{Driver, DriverConfig};
 use std::net::SocketAddr;
@@ -50,23 +49,11 @@ pub struct Args {
     /// Also write every segment produced to this folder as SEQ.ts (for checking viewers).
     #[arg(long)]
     pub dump_dir: Option<PathBuf>,
-}
-
-fn load_key(path: &Option<PathBuf>) -> anyhow::Result<Broadcaster> {
-    let Some(path) = path else { return Ok(Broadcaster::from_seed(rand::random())) };
-    if path.exists() {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
-        let bytes = hex::decode(text.trim()).ok().filter(|b| b.len() == 32);
-        let Some(bytes) = bytes else { bail!("key file {} is not 64 hex digits", path.display()) };
-        let mut secret = [0u8; 32];
-        secret.copy_from_slice(&bytes);
-        Ok(Broadcaster::from_secret(secret))
-    } else {
-        let b = Broadcaster::from_seed(rand::random());
-        std::fs::write(path, hex::encode(b.secret()))
-            .with_context(|| format!("writing key file {}", path.display()))?;
-        Ok(b)
-    }
+    /// Serve the broadcaster's figures at http://ADDR/api/stats (JSON: wire_bytes_sent,
+    /// the UDP bytes it sent; media_bytes_sent; viewers_connected), e.g. 127.0.0.1:0.
+    /// Off by default; the address is printed as "stats: URL".
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -74,7 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         bail!("--segment-secs must be between 0.5 and 30");
     }
     let info = meshtv_media::probe(&args.input)?;
-    let key = load_key(&args.key)?;
+    let key = crate::keys::load_or_create(args.key.as_deref())?;
     if let Some(dir) = &args.dump_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -108,6 +95,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let local = driver.local_addr();
     let commands = driver.commands();
     core.lock().expect("core lock").set_addr(local);
+    if let Some(addr) = args.http {
+        let view = crate::source_stats::SourceView {
+            channel: args.channel.clone(),
+            core: core.clone(),
+            transport: driver.stats(),
+        };
+        let bound = crate::source_stats::serve(addr, view).await?;
+        println!("stats: http://{bound}/api/stats");
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ended_tx, mut ended_rx) = tokio::sync::oneshot::channel::<anyhow::Result<()>>();

@@ -130,8 +130,12 @@ fn process_usage(pid: u32) -> Option<(f64, u64)> {
 }
 
 fn fetch_stats(port: u16) -> Option<Value> {
+    fetch_json(&format!("http://127.0.0.1:{port}/api/stats"))
+}
+
+fn fetch_json(url: &str) -> Option<Value> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
-    let body = agent.get(&format!("http://127.0.0.1:{port}/api/stats")).call().ok()?.into_string().ok()?;
+    let body = agent.get(url).call().ok()?.into_string().ok()?;
     serde_json::from_str(&body).ok()
 }
 
@@ -139,20 +143,28 @@ fn num(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
 }
 
-/// The demo's summary, with savings as DESIGN.md defines it.
-fn summarize(stats: &[Option<Value>]) -> Value {
+/// The demo's summary, with savings as DESIGN.md defines it: 1 − the UDP bytes the
+/// broadcaster sent (its `/api/stats`, `wire_bytes_sent`) / the media bytes the viewers'
+/// players played (their `bytes_played`). The viewers' own `bytes_from_source` is shown
+/// too, but savings never comes from it. `source` is `None` until the broadcaster answers.
+fn summarize(stats: &[Option<Value>], source: Option<&Value>) -> Value {
     let per_viewer: Vec<Value> = stats.iter().map(|s| s.clone().unwrap_or(Value::Null)).collect();
     let live: Vec<&Value> = stats.iter().flatten().collect();
-    let source: u64 = live.iter().map(|v| num(v, "bytes_from_source")).sum();
+    let from_source: u64 = live.iter().map(|v| num(v, "bytes_from_source")).sum();
     let peers: u64 = live.iter().map(|v| num(v, "bytes_from_peers")).sum();
-    let played: u64 = live.iter().map(|v| num(v, "bytes_played")).sum();
+    let delivered: u64 = live.iter().map(|v| num(v, "bytes_played")).sum();
+    let wire = source.map(|s| num(s, "wire_bytes_sent"));
     json!({
         "viewers": stats.len(),
         "segments_played": live.iter().map(|v| num(v, "segments_played")).sum::<u64>(),
         "stalls": live.iter().map(|v| num(v, "stalls")).sum::<u64>(),
         "bytes_from_peers": peers,
-        "bytes_from_source": source,
-        "savings": meshtv_proto::metrics::savings(source, played),
+        "bytes_from_source": from_source,
+        "source_wire_bytes": wire,
+        "source_media_bytes": source.map(|s| num(s, "media_bytes_sent")),
+        "bytes_delivered": delivered,
+        "savings": wire.and_then(|w| meshtv_proto::metrics::savings(w, delivered)),
+        "broadcaster": source,
         "per_viewer": per_viewer,
     })
 }
@@ -183,9 +195,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "--loop".into(),
             "--max-copies".into(),
             args.max_copies.to_string(),
+            "--http".into(),
+            "127.0.0.1:0".into(),
             input.display().to_string(),
         ],
     )?;
+    let source_stats = broadcaster.expect_line("stats: ", Duration::from_secs(20))?;
     broadcaster.expect_line("broadcasting", Duration::from_secs(20))?;
     let mut viewers = Vec::new();
     let ports: Vec<u16> = (0..args.viewers).map(|i| args.http_base + i as u16).collect();
@@ -217,9 +232,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let _ = ctrlc_flag(stop);
     }
     let mut stats: Vec<Option<Value>>;
+    let mut source: Option<Value>;
     loop {
         stats = ports.iter().map(|p| fetch_stats(*p)).collect();
-        let s = summarize(&stats);
+        source = fetch_json(&source_stats);
+        let s = summarize(&stats, source.as_ref());
         let savings = s["savings"].as_f64().map_or("-".to_string(), |x| format!("{:.1}%", x * 100.0));
         eprint!(
             "\rdemo: {:>4.0}s  viewers {}/{}  savings {}  stalls {}  segments played {}   ",
@@ -253,7 +270,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             obj.insert("peak_rss_kib".into(), json!(rss_kib));
         }
     }
-    let summary = summarize(&stats);
+    let summary = summarize(&stats, source.as_ref());
     drop(viewers);
     drop(broadcaster);
     drop(tracker);
@@ -269,4 +286,25 @@ fn ctrlc_flag(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::io::R
         flag.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savings_comes_from_the_broadcasters_wire_bytes_not_the_viewers_counters() {
+        let viewer = |from_source: u64, played: u64| {
+            Some(json!({ "bytes_from_source": from_source, "bytes_from_peers": 0, "bytes_played": played }))
+        };
+        let stats = [viewer(100, 1_000), viewer(0, 1_000), None];
+        let source = json!({ "wire_bytes_sent": 500, "media_bytes_sent": 400 });
+        let s = summarize(&stats, Some(&source));
+        assert_eq!(s["bytes_from_source"], 100);
+        assert_eq!(s["source_wire_bytes"], 500);
+        assert_eq!(s["bytes_delivered"], 2_000);
+        assert_eq!(s["savings"].as_f64(), Some(0.75), "{s}");
+        // Without the broadcaster's figures there is no savings to show.
+        assert!(summarize(&stats, None)["savings"].is_null());
+    }
 }

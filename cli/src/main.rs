@@ -7,8 +7,10 @@
 mod bench;
 mod broadcast;
 mod demo;
+mod keys;
 mod runtime;
 mod simulate;
+mod source_stats;
 mod tracker;
 mod view;
 mod watch;

@@ -1,10 +1,24 @@
 //! The one definition of each swarm metric (DESIGN.md), used by the simulator, the demo
 //! and the stats API alike. Inputs are plain counters so any driver can feed them.
 
-/// 1 − (media bytes the source uploaded) / (media bytes delivered to viewers' players).
+/// Savings (DESIGN.md): 1 − (bytes the source and any origin fallback sent) / (media
+/// bytes delivered to all viewers' players). The one computation of it: the demo's
+/// summary, the e2e tests, the broadcaster's `/api/stats` and the simulator call this.
+///
+/// - `source_wire_bytes`: what the source (and an origin fallback, when there is one)
+///   sent. On a real network, the UDP bytes its socket sent (`TransportStats::
+///   udp_bytes_sent`: pieces, control, QUIC's headers, acks and retransmissions, to
+///   viewers and tracker alike), never a figure the viewers report. The simulator
+///   models no packets: its wire is the piece bytes the source uploaded that crossed
+///   its uplink (pushes and fallback answers alike).
+/// - `delivered_bytes`: the media bytes viewers' players played, summed over viewers
+///   (`PeerStats::bytes_played`): each segment counted whole, once, when it was complete
+///   and verified and the viewer's playhead played it, i.e. what its gateway served.
+///   Bytes received but never played (duplicates, segments skipped) are not in it.
+///
 /// `None` before anything was delivered.
-pub fn savings(source_bytes: u64, delivered_bytes: u64) -> Option<f64> {
-    (delivered_bytes > 0).then(|| 1.0 - source_bytes as f64 / delivered_bytes as f64)
+pub fn savings(source_wire_bytes: u64, delivered_bytes: u64) -> Option<f64> {
+    (delivered_bytes > 0).then(|| 1.0 - source_wire_bytes as f64 / delivered_bytes as f64)
 }
 
 /// Total stalled time / total watch time.

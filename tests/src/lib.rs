@@ -136,13 +136,16 @@ impl Viewer {
     }
 }
 
-/// A swarm on loopback: tracker, broadcaster (dumping what it produced), viewers.
+/// A swarm on loopback: tracker, broadcaster (dumping what it produced, serving its
+/// figures over HTTP), viewers.
 pub struct Swarm {
     pub tracker_addr: String,
     pub channel: String,
     pub dump: tempfile::TempDir,
     pub viewers: Vec<Viewer>,
     pub broadcaster: Proc,
+    /// The broadcaster's `/api/stats` URL (`meshtv broadcast --http`).
+    pub broadcaster_stats: String,
     pub tracker: Proc,
 }
 
@@ -162,11 +165,35 @@ impl Swarm {
                 "--loop".into(),
                 "--dump-dir".into(),
                 dump.path().display().to_string(),
+                "--http".into(),
+                "127.0.0.1:0".into(),
                 sample_video().display().to_string(),
             ],
         );
+        let broadcaster_stats = broadcaster.expect_line("stats: ", Duration::from_secs(30));
         broadcaster.expect_line("broadcasting", Duration::from_secs(30));
-        Swarm { tracker_addr, channel: channel.into(), dump, viewers: Vec::new(), broadcaster, tracker }
+        Swarm {
+            tracker_addr,
+            channel: channel.into(),
+            dump,
+            viewers: Vec::new(),
+            broadcaster,
+            broadcaster_stats,
+            tracker,
+        }
+    }
+
+    /// The broadcaster's figures: `wire_bytes_sent`, `media_bytes_sent`, `viewers_connected`.
+    pub fn source_stats(&self) -> Option<Value> {
+        http_get(&self.broadcaster_stats).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    /// Savings as DESIGN.md defines it, from the broadcaster's wire bytes and the media
+    /// bytes the viewers' players played: `(savings, wire, delivered)`.
+    pub fn savings(&self) -> (Option<f64>, u64, u64) {
+        let delivered: u64 = self.viewers.iter().filter_map(|v| v.stats()).map(|s| num(&s, "bytes_played")).sum();
+        let wire = num(&self.source_stats().expect("broadcaster stats"), "wire_bytes_sent");
+        (meshtv_proto::metrics::savings(wire, delivered), wire, delivered)
     }
 
     pub fn add_viewer(&mut self, extra: &[&str]) -> usize {

@@ -30,11 +30,21 @@ fn eight_viewer_demo_saves_over_80_percent_without_stalls() {
         "demo summary: {}",
         serde_json::json!({
             "savings": summary["savings"], "stalls": summary["stalls"], "segments_played": summary["segments_played"],
+            "source_wire_bytes": summary["source_wire_bytes"], "bytes_delivered": summary["bytes_delivered"],
+            "bytes_from_source": summary["bytes_from_source"],
         })
     );
     assert_eq!(summary["viewers"], 8);
     assert_eq!(num(&summary, "stalls"), 0, "{summary}");
     assert!(num(&summary, "segments_played") >= 8 * 30, "{summary}");
     let savings = summary["savings"].as_f64().expect("savings");
+    // Savings is the broadcaster's wire bytes over what the players played, never the
+    // viewers' own counters: the figures the summary prints give its savings exactly,
+    // and the wire bytes are the broadcaster's, above what viewers say came from it.
+    let wire = num(&summary, "source_wire_bytes");
+    let delivered = num(&summary, "bytes_delivered");
+    assert_eq!(wire, num(&summary["broadcaster"], "wire_bytes_sent"), "{summary}");
+    assert_eq!(Some(savings), meshtv_proto::metrics::savings(wire, delivered), "{summary}");
+    assert!(wire > num(&summary, "bytes_from_source"), "{summary}");
     assert!(savings >= 0.8, "savings {savings:.3}");
 }
