@@ -19,7 +19,18 @@ impl SwarmView for PeerView {
 
     fn playlist(&self) -> Vec<PlaylistEntry> {
         let core = self.core.lock().expect("core lock");
-        core.playable().into_iter().map(|(seq, duration_ms)| PlaylistEntry { seq, duration_ms }).collect()
+        core.playable()
+            .into_iter()
+            .map(|(seq, duration_ms)| PlaylistEntry {
+                seq,
+                duration_ms,
+                created_ms: core.header(seq).map(|h| h.created_ms),
+            })
+            .collect()
+    }
+
+    fn target_duration_ms(&self) -> Option<u32> {
+        self.core.lock().expect("core lock").descriptor().map(|d| d.segment_duration_ms_target)
     }
 
     fn segment(&self, seq: u64) -> Option<Bytes> {

@@ -96,7 +96,7 @@ fn make_segments(dir: &Path) -> Vec<(PlaylistEntry, Bytes)> {
             let seq = segments.len() as u64;
             let data = std::fs::read(dir.join(line)).expect("read segment");
             let duration_ms = duration_ms.take().expect("EXTINF before segment");
-            segments.push((PlaylistEntry { seq, duration_ms }, Bytes::from(data)));
+            segments.push((PlaylistEntry { seq, duration_ms, created_ms: None }, Bytes::from(data)));
         }
     }
     assert!(segments.len() >= 10, "expected about {} segments, got {}", SECONDS_OF_VIDEO / 2, segments.len());

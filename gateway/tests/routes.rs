@@ -1,6 +1,7 @@
 //! The gateway's HTTP answers, through its public router, over a canned view.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::body::{to_bytes, Body};
 use axum::http::{Request, StatusCode};
@@ -15,6 +16,7 @@ struct Canned {
     segments: Mutex<Vec<(u64, Bytes)>>,
     stats: serde_json::Value,
     live: bool,
+    target_ms: Option<u32>,
 }
 
 impl Canned {
@@ -26,6 +28,7 @@ impl Canned {
                 "buffer_s": 6.5, "stalls": 0, "startup_s": 1.25,
             }),
             live: true,
+            target_ms: Some(100),
         }
     }
 
@@ -40,7 +43,7 @@ impl SwarmView for Canned {
     }
     fn playlist(&self) -> Vec<PlaylistEntry> {
         let segments = self.segments.lock().expect("lock");
-        segments.iter().map(|(seq, _)| PlaylistEntry { seq: *seq, duration_ms: 2000 }).collect()
+        segments.iter().map(|(seq, _)| PlaylistEntry { seq: *seq, duration_ms: 2000, created_ms: None }).collect()
     }
     fn segment(&self, seq: u64) -> Option<Bytes> {
         let segments = self.segments.lock().expect("lock");
@@ -51,6 +54,9 @@ impl SwarmView for Canned {
     }
     fn is_live(&self) -> bool {
         self.live
+    }
+    fn target_duration_ms(&self) -> Option<u32> {
+        self.target_ms
     }
 }
 
@@ -70,8 +76,15 @@ impl Answer {
 }
 
 async fn get(view: Arc<dyn SwarmView>, uri: &str) -> Answer {
-    let request = Request::get(uri).body(Body::empty()).expect("request");
-    let response = router(view).oneshot(request).await.expect("infallible");
+    send(router(view), Request::get(uri).body(Body::empty()).expect("request")).await
+}
+
+async fn get_with_host(router: axum::Router, uri: &str, host: &str) -> Answer {
+    send(router, Request::get(uri).header("host", host).body(Body::empty()).expect("request")).await
+}
+
+async fn send(router: axum::Router, request: Request<Body>) -> Answer {
+    let response = router.oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
     let body = to_bytes(response.into_body(), usize::MAX).await.expect("body");
@@ -84,8 +97,12 @@ fn ts(seq: u64) -> Bytes {
 }
 
 #[tokio::test]
-async fn empty_playlist_asks_players_to_retry() {
+async fn empty_playlist_waits_three_target_durations_then_asks_players_to_retry() {
+    let asked = Instant::now();
     let answer = get(Canned::new(vec![]).view(), "/live/demo%20tv/index.m3u8").await;
+    let waited = asked.elapsed();
+    assert!(waited >= Duration::from_millis(300), "answered after {waited:?}, before 3 x 100 ms");
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
     assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(answer.header("retry-after"), "1");
     assert_eq!(answer.text(), "buffering\n");
@@ -165,7 +182,8 @@ async fn stats_carry_the_counters_and_the_channel() {
     let answer = get(Canned::new(vec![]).view(), "/api/stats").await;
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.header("content-type"), "application/json");
-    assert_eq!(answer.header("access-control-allow-origin"), "*");
+    // For the gateway's own page only: no CORS header lets another origin read them.
+    assert!(answer.headers.get("access-control-allow-origin").is_none());
     let json: serde_json::Value = serde_json::from_slice(&answer.body).expect("json");
     for key in ["bytes_from_peers", "bytes_from_source", "partners", "buffer_s", "stalls", "startup_s"] {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
@@ -203,4 +221,93 @@ async fn the_page_and_its_files() {
     for uri in ["/player/..%2FCargo.toml", "/player/index.html", "/nope", "/live/demo%20tv"] {
         assert_eq!(get(view.clone(), uri).await.status, StatusCode::NOT_FOUND, "{uri}");
     }
+}
+
+#[tokio::test]
+async fn a_playlist_asked_for_while_buffering_is_answered_once_the_first_segment_is_ready() {
+    let canned = Arc::new(Canned { target_ms: Some(2000), ..Canned::new(vec![]) });
+    let view: Arc<dyn SwarmView> = canned.clone();
+    let release = tokio::spawn({
+        let canned = canned.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            canned.segments.lock().expect("lock").push((7, ts(7)));
+        }
+    });
+    let asked = Instant::now();
+    let answer = get(view, "/live/demo%20tv/index.m3u8").await;
+    let waited = asked.elapsed();
+    release.await.expect("release");
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(answer.text().contains("#EXT-X-MEDIA-SEQUENCE:7\n7.ts\n") || answer.text().contains("\n7.ts\n"));
+    assert!(waited >= Duration::from_millis(400), "answered after {waited:?}, before the segment");
+    // Answered soon after the segment came, not at the end of the 6 s bound.
+    assert!(waited < Duration::from_millis(2000), "answered after {waited:?}");
+}
+
+#[tokio::test]
+async fn a_playlist_that_is_ready_is_answered_at_once() {
+    let view = Canned { target_ms: Some(30_000), ..Canned::new(vec![(0, ts(0))]) }.view();
+    let asked = Instant::now();
+    let answer = get(view, "/live/demo%20tv/index.m3u8").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(asked.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn every_route_refuses_a_host_that_is_not_the_gateway() {
+    let view = Canned::new(vec![(0, ts(0))]).view();
+    let listen: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    let routes =
+        ["/", "/player/player.js", "/live/demo%20tv/index.m3u8", "/live/demo%20tv/0.ts", "/api/stats", "/nope"];
+    for uri in routes {
+        // A DNS-rebinding page: its own name, now resolving to 127.0.0.1.
+        for host in ["evil.example:8080", "evil.example", "localhost.evil.example:8080", "192.168.1.10:8080"] {
+            let answer = get_with_host(meshtv_gateway::router_on(view.clone(), listen), uri, host).await;
+            assert_eq!(answer.status, StatusCode::FORBIDDEN, "{uri} with Host {host}");
+            assert!(answer.text().starts_with("forbidden: Host "), "{}", answer.text());
+            assert_eq!(answer.text().lines().count(), 1);
+            assert!(answer.headers.get("access-control-allow-origin").is_none(), "{uri}");
+        }
+        for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "localhost"] {
+            let answer = get_with_host(meshtv_gateway::router_on(view.clone(), listen), uri, host).await;
+            assert_ne!(answer.status, StatusCode::FORBIDDEN, "{uri} with Host {host}");
+        }
+    }
+    // A gateway serving the LAN on all addresses accepts being named by any IP address,
+    // but still no other name.
+    let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let lan = get_with_host(meshtv_gateway::router_on(view.clone(), any), "/api/stats", "192.168.1.10:8080").await;
+    assert_eq!(lan.status, StatusCode::OK);
+    let named = get_with_host(meshtv_gateway::router_on(view, any), "/api/stats", "tv.example:8080").await;
+    assert_eq!(named.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_playlist_dates_segments_from_their_headers() {
+    struct Dated;
+    impl SwarmView for Dated {
+        fn channel(&self) -> String {
+            CHANNEL.to_string()
+        }
+        fn playlist(&self) -> Vec<PlaylistEntry> {
+            // 2024-03-01T00:00:00Z plus 2 s per segment.
+            (0..3)
+                .map(|seq| PlaylistEntry { seq, duration_ms: 2000, created_ms: Some(1_709_251_202_000 + seq * 2000) })
+                .collect()
+        }
+        fn segment(&self, _: u64) -> Option<Bytes> {
+            None
+        }
+        fn stats(&self) -> serde_json::Value {
+            serde_json::json!({})
+        }
+    }
+    let answer = get(Arc::new(Dated), "/live/demo%20tv/index.m3u8").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer.text().contains("#EXT-X-PROGRAM-DATE-TIME:2024-03-01T00:00:04.000Z\n#EXTINF:2.000,\n2.ts\n"),
+        "{}",
+        answer.text()
+    );
 }
