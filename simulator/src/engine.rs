@@ -713,7 +713,8 @@ impl Engine {
             next_port: addr_of(id).port(),
         });
         self.add_node(id, Core::Peer(peer), up as f64, down as f64, Some(viewer));
-        let session = population::session_s(&self.scenario, &mut self.session_rngs[viewer as usize]);
+        let v = &self.population[viewer as usize];
+        let session = population::session_s(&self.scenario, v, &mut self.session_rngs[viewer as usize]);
         if let Some(session_s) = session {
             self.push(self.now + Duration::from_secs_f64(session_s), Ev::Depart { node: id });
         }

@@ -22,6 +22,8 @@ pub struct Viewer {
     pub cut_sides: u32,
     /// Seeds this viewer's session lengths (and pauses, with rejoin).
     pub session_seed: u64,
+    /// Its sessions end as the scenario's model says (else it stays to the end).
+    pub leaves: bool,
 }
 
 /// Draws `peers` viewers. Deterministic in the scenario (seed included).
@@ -45,10 +47,13 @@ pub fn draw(s: &Scenario) -> Vec<Viewer> {
     arrivals.sort_by(f64::total_cmp);
     let cap_total: f64 = s.capacity.iter().map(|c| c.share).sum();
     let nat_total: f64 = s.nat.iter().map(|c| c.share).sum();
+    let share = s.sessions.ending_share;
     arrivals
         .into_iter()
-        .map(|t| {
-            let class = pick(&mut rng, s.capacity.iter().map(|c| c.share), cap_total);
+        .enumerate()
+        .map(|(i, t)| {
+            let drawn = pick(&mut rng, s.capacity.iter().map(|c| c.share), cap_total);
+            let class = if s.capacity_cycle { i % s.capacity.len() } else { drawn };
             let nat_kind = pick(&mut rng, s.nat.iter().map(|c| c.share), nat_total);
             let mut cut_sides = 0u32;
             for (k, p) in s.partitions.iter().take(PARTITIONS_MAX).enumerate() {
@@ -65,13 +70,17 @@ pub fn draw(s: &Scenario) -> Vec<Viewer> {
                 place: regions.place(&mut rng),
                 cut_sides,
                 session_seed: rng.gen(),
+                leaves: ((i + 1) as f64 * share).floor() > (i as f64 * share).floor(),
             }
         })
         .collect()
 }
 
 /// The length of a viewer's next session, `None` for "to the end of the run".
-pub fn session_s(s: &Scenario, rng: &mut impl Rng) -> Option<f64> {
+pub fn session_s(s: &Scenario, v: &Viewer, rng: &mut impl Rng) -> Option<f64> {
+    if !v.leaves {
+        return None;
+    }
     match s.sessions.model {
         SessionModel::Forever => None,
         SessionModel::Fixed => Some(s.sessions.mean_s),

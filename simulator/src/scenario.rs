@@ -57,6 +57,9 @@ pub struct Scenario {
     pub sessions: Sessions,
     /// Upload / download capacity classes of viewers, by share.
     pub capacity: Vec<CapacityClass>,
+    /// Viewers take the capacity classes in turn (the i-th to arrive gets class i mod n,
+    /// shares ignored), as a lab's fixed list of uplinks does, instead of drawing them.
+    pub capacity_cycle: bool,
     /// NAT types of viewers, by share.
     pub nat: Vec<NatShare>,
     pub latency: Latency,
@@ -116,6 +119,9 @@ pub struct Sessions {
     /// comes back after an exponential pause of mean `off_mean_s`: a steady population.
     pub rejoin: bool,
     pub off_mean_s: f64,
+    /// Share of the viewers whose sessions end as `model` says, spread evenly over the
+    /// order of arrival (0.25: the 4th, 8th, 12th, …); the others stay to the end.
+    pub ending_share: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -188,6 +194,7 @@ impl Default for Scenario {
             arrivals: Arrivals::default(),
             sessions: Sessions::default(),
             capacity: vec![CapacityClass { share: 1.0, upload_bps: 4_000_000, download_bps: 50_000_000 }],
+            capacity_cycle: false,
             nat: vec![NatShare { share: 1.0, kind: "open".into() }],
             latency: Latency::default(),
             network: Network::default(),
@@ -211,7 +218,7 @@ impl Default for Arrivals {
 
 impl Default for Sessions {
     fn default() -> Self {
-        Sessions { model: SessionModel::Forever, mean_s: 300.0, rejoin: false, off_mean_s: 30.0 }
+        Sessions { model: SessionModel::Forever, mean_s: 300.0, rejoin: false, off_mean_s: 30.0, ending_share: 1.0 }
     }
 }
 
@@ -287,6 +294,9 @@ impl Scenario {
             || self.capacity.iter().any(|c| c.share < 0.0 || c.upload_bps == 0 || c.download_bps == 0)
         {
             return bad("capacity classes need a share ≥ 0 and non-zero capacities".into());
+        }
+        if !(0.0..=1.0).contains(&self.sessions.ending_share) {
+            return bad("sessions.ending_share must be in [0, 1]".into());
         }
         if self.nat.is_empty() || self.nat.iter().any(|n| n.share < 0.0) {
             return bad("nat shares must be ≥ 0".into());
