@@ -14,9 +14,9 @@ use std::time::Duration;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The tracker's address.
+    /// The tracker's address, HOST:PORT (a name or an IP address).
     #[arg(long, default_value = "127.0.0.1:7000")]
-    pub tracker: SocketAddr,
+    pub tracker: String,
     /// The channel name viewers will watch.
     #[arg(long)]
     pub channel: String,
@@ -43,9 +43,10 @@ pub struct Args {
     /// key is used for this run.
     #[arg(long)]
     pub key: Option<PathBuf>,
-    /// UDP address to bind.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub bind: SocketAddr,
+    /// UDP address to bind (default: every interface, any port, in the tracker's address
+    /// family).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
     /// Also write every segment produced to this folder as SEQ.ts (for checking viewers).
     #[arg(long)]
     pub dump_dir: Option<PathBuf>,
@@ -60,6 +61,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if !(0.5..=30.0).contains(&args.segment_secs) {
         bail!("--segment-secs must be between 0.5 and 30");
     }
+    let tracker = crate::runtime::resolve_tracker(&args.tracker).await?;
+    let bind = args.bind.unwrap_or_else(|| crate::runtime::default_bind(tracker));
     let info = meshtv_media::probe(&args.input)?;
     let key = crate::keys::load_or_create(args.key.as_deref())?;
     if let Some(dir) = &args.dump_dir {
@@ -82,17 +85,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // the last stripe slot from being lost to rounding.
     let upload_bps = descriptor.stripe_bps() * args.stripes as u64 * args.max_copies as u64 + 1;
     let core = Arc::new(Mutex::new(Peer::new({
-        let mut cfg = PeerConfig::new(id, args.bind, PeerRole::Source { descriptor, secret: key.secret() });
+        let mut cfg = PeerConfig::new(id, bind, PeerRole::Source { descriptor, secret: key.secret() });
         cfg.upload_bps = upload_bps;
         cfg
     })));
     let driver = Driver::bind(
-        DriverConfig { id, bind: args.bind, tracker: Some(args.tracker), connect_timeout: Duration::from_secs(5) },
+        DriverConfig { id, bind, tracker: Some(tracker), connect_timeout: Duration::from_secs(5) },
         core.clone(),
     )
     .await?;
-    // Tell the tracker where to find us: the bound address, not the requested one.
-    let local = driver.local_addr();
+    // Tell the tracker where to find us: where its STUN sees us if it answers STUN, else
+    // the bound address (a concrete one if bound to every interface).
+    let local = match driver.discover_nat(tracker).await {
+        Some(nat) => nat.reflexive,
+        None => crate::runtime::reachable_addr(driver.local_addr(), tracker),
+    };
     let commands = driver.commands();
     core.lock().expect("core lock").set_addr(local);
     if let Some(addr) = args.http {

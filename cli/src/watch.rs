@@ -11,17 +11,18 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The tracker's address.
+    /// The tracker's address, HOST:PORT (a name or an IP address).
     #[arg(long, default_value = "127.0.0.1:7000")]
-    pub tracker: SocketAddr,
+    pub tracker: String,
     /// The channel to watch.
     pub channel: String,
     /// Where the local player page and HLS stream are served (loopback by default).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
-    /// UDP address for the swarm connection.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub bind: SocketAddr,
+    /// UDP address for the swarm connection (default: every interface, any port, in the
+    /// tracker's address family).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
     /// Upload capacity offered to other viewers, kbit/s.
     #[arg(long, default_value_t = 10_000)]
     pub upload_kbps: u64,
@@ -43,22 +44,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let http = tokio::net::TcpListener::bind(args.http)
         .await
         .with_context(|| format!("cannot serve the player on {} (port busy? pick another with --http)", args.http))?;
+    let tracker = crate::runtime::resolve_tracker(&args.tracker).await?;
+    let bind = args.bind.unwrap_or_else(|| crate::runtime::default_bind(tracker));
     let id = crate::runtime::random_node_id();
-    let mut cfg = PeerConfig::new(id, args.bind, PeerRole::Viewer { channel: args.channel.clone() });
+    let mut cfg = PeerConfig::new(id, bind, PeerRole::Viewer { channel: args.channel.clone() });
     cfg.upload_bps = args.upload_kbps * 1000;
     cfg.fault = fault;
     let core = Arc::new(Mutex::new(Peer::new(cfg)));
     let driver = Driver::bind(
-        DriverConfig { id, bind: args.bind, tracker: Some(args.tracker), connect_timeout: Duration::from_secs(5) },
+        DriverConfig { id, bind, tracker: Some(tracker), connect_timeout: Duration::from_secs(5) },
         core.clone(),
     )
     .await?;
-    core.lock().expect("core lock").set_addr(driver.local_addr());
-    // Classify our NAT against the tracker's STUN before joining, so that the tracker can
-    // plan our connections (bounded: about a second at most).
-    if let Some(nat) = driver.discover_nat(args.tracker).await {
+    // Where others reach us: the bound address, made concrete if bound to every interface…
+    core.lock().expect("core lock").set_addr(crate::runtime::reachable_addr(driver.local_addr(), tracker));
+    // …or better, where the tracker's STUN sees us. Classifying our NAT before joining
+    // also lets the tracker plan our connections (bounded: about a second at most).
+    if let Some(nat) = driver.discover_nat(tracker).await {
         println!("nat: {} (reflexive address {})", nat.kind(), nat.reflexive);
-        core.lock().expect("core lock").set_nat(nat);
+        let mut core = core.lock().expect("core lock");
+        core.set_addr(nat.reflexive);
+        core.set_nat(nat);
     }
     let transport = driver.stats();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
