@@ -127,6 +127,8 @@ impl Collector {
 /// A policy's results, with exactly the metric names of issue 3 first.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct PolicyReport {
+    /// `metrics::savings(source_media_bytes, played_bytes)`: the simulator models no
+    /// packets, so the source's wire bytes are the piece bytes it uploaded.
     pub savings: Option<f64>,
     pub rebuffer_ratio: Option<f64>,
     pub continuity: Option<f64>,
