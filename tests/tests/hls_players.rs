@@ -59,9 +59,9 @@ fn ffmpeg_started_before_the_first_segment_decodes_the_stream_cleanly() {
     // `-progress` reports out_time_us=N lines; the last one is how far FFmpeg decoded.
     let decoded_s = progress
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("out_time_us="))
-        .filter_map(|v| v.trim().parse::<i64>().ok())
-        .last()
+        .find_map(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0) as f64
         / 1e6;
     eprintln!("hls: ffmpeg decoded {decoded_s:.1} s (started before the first segment: {before_first_segment})");
