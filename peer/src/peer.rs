@@ -12,7 +12,7 @@ use meshtv_proto::media::{ChannelDescriptor, SegmentHeader, SignedHeader};
 use meshtv_proto::metrics::quantile;
 use meshtv_proto::msg::{NatReport, PeerInfo, PeerReport, PieceMap, RejectReason};
 use meshtv_proto::sign::Broadcaster;
-use meshtv_proto::{Msg, Node, NodeId, Outbox, Time, TimerId};
+use meshtv_proto::{Msg, Node, NodeId, Outbox, PieceAck, Time, TimerId};
 use rand::SeedableRng;
 use smallvec::{smallvec, SmallVec};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -301,6 +301,7 @@ impl Peer {
         s.nat_report = self.traversal.report().cloned();
         s.uplink_bps = self.uplink.rate_bps();
         s.uplink_inflight_bytes = self.uplink.inflight_bytes();
+        s.uplink_backlog_bytes = self.uplink.queued_bytes(now);
         s.uplink_queued_bytes = self.queued_bytes;
         s
     }
@@ -391,8 +392,8 @@ impl Peer {
 
     /// Whether a pull request may be answered now: it would leave within `serve_horizon`
     /// behind what is in flight and queued.
-    fn uplink_has_room(&self) -> bool {
-        self.uplink.has_room(self.cfg.serve_horizon, self.queued_bytes)
+    fn uplink_has_room(&mut self, now: Time) -> bool {
+        self.uplink.has_room(now, self.cfg.serve_horizon, self.queued_bytes)
     }
 
     fn send_piece(&mut self, now: Time, to: NodeId, seq: u64, index: usize, data: &Bytes, out: &mut Outbox) {
@@ -451,7 +452,7 @@ impl Peer {
     /// nobody wants any more: the child left or unsubscribed from the stripe, said it gets
     /// the piece elsewhere, or has waited longer than any child waits for a push.
     fn release_pushes(&mut self, now: Time, out: &mut Outbox) {
-        while self.uplink.has_room(PUSH_AHEAD, 0) {
+        while self.uplink.has_room(now, PUSH_AHEAD, 0) {
             if let Some(p) = self.push_queue.pop_front() {
                 self.release_push(now, p, out);
             } else if !self.answer_queue.is_empty() {
@@ -465,14 +466,16 @@ impl Peer {
         }
     }
 
-    /// Sends a push taken off the queue, or drops it if nobody wants it any more.
+    /// Sends a push taken off the queue, or drops it if nobody wants it any more (or the
+    /// child's connection stalled: see `uplink`).
     fn release_push(&mut self, now: Time, p: Queued, out: &mut Outbox) {
         self.queued_bytes -= p.bytes as u64;
         let index = p.index as usize;
         let bit = 1u32 << SegmentHeader::stripe_of(index, self.stripes());
         let wanted = self.children.get(&p.to).is_some_and(|m| m & bit != 0)
             && !self.skipped(p.to, p.seq, index)
-            && now.since(p.at) < PUSH_WAIT_MAX;
+            && now.since(p.at) < PUSH_WAIT_MAX
+            && !self.uplink.stalled(now, p.to);
         if !wanted {
             self.stats.pushes_dropped += 1;
         } else if let Some(data) = self.buffer.piece(p.seq, index).cloned() {
@@ -487,7 +490,7 @@ impl Peer {
         self.queued_bytes -= a.bytes as u64;
         let index = a.index as usize;
         match self.buffer.piece(a.seq, index).cloned() {
-            Some(data) if now.since(a.at) < self.cfg.serve_horizon => {
+            Some(data) if now.since(a.at) < self.cfg.serve_horizon && !self.uplink.stalled(now, a.to) => {
                 self.send_piece(now, a.to, a.seq, index, &data, out)
             }
             _ => out.send(a.to, Msg::NoPiece { seq: a.seq, index: a.index }),
@@ -501,7 +504,7 @@ impl Peer {
             out.send(from, Msg::NoPiece { seq, index });
             return;
         };
-        if !self.uplink_has_room() {
+        if !self.uplink_has_room(now) {
             out.send(from, Msg::NoPiece { seq, index });
         } else {
             let bytes = data.len() as u32;
@@ -1425,8 +1428,8 @@ impl Node for Peer {
         self.release_pushes(now, out);
     }
 
-    fn on_piece_acked(&mut self, now: Time, to: NodeId, seq: u64, index: u16, delivered: bool, out: &mut Outbox) {
-        self.uplink.acked(now, to, seq, index, delivered);
+    fn on_piece_acked(&mut self, now: Time, ack: PieceAck, out: &mut Outbox) {
+        self.uplink.acked(now, ack);
         self.release_pushes(now, out);
     }
 }

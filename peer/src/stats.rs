@@ -54,6 +54,8 @@ pub struct PeerStats {
     /// (see `uplink`), bits per second, and what it has in flight, bytes.
     pub uplink_bps: u64,
     pub uplink_inflight_bytes: u64,
+    /// Of those in flight, the bytes not yet past the uplink, as the peer estimates it.
+    pub uplink_backlog_bytes: u64,
     /// Pieces waiting in the peer for room on the uplink, bytes.
     pub uplink_queued_bytes: u64,
 }

@@ -21,5 +21,5 @@ pub mod verify;
 pub use ids::{ChannelId, NodeId};
 pub use media::{ChannelDescriptor, SegmentHeader, SignedHeader};
 pub use msg::Msg;
-pub use node::{Node, Outbox, TimerId};
+pub use node::{Node, Outbox, PieceAck, TimerId};
 pub use time::Time;

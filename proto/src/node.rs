@@ -42,6 +42,19 @@ impl Outbox {
     }
 }
 
+/// The driver's report on a `Msg::Piece` a node sent: the receiver acknowledged all of it
+/// (`delivered`), or it was lost with its connection. `rtt` is the connection's round
+/// trip as the driver knows it (QUIC's estimate in production, the modelled latency in
+/// the simulator), zero where unknown.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PieceAck {
+    pub to: NodeId,
+    pub seq: u64,
+    pub index: u16,
+    pub delivered: bool,
+    pub rtt: std::time::Duration,
+}
+
 /// A sans-IO node: a state machine driven by time, messages and timers.
 pub trait Node {
     /// Called once, before anything else.
@@ -50,11 +63,9 @@ pub trait Node {
     fn on_timer(&mut self, now: Time, timer: TimerId, out: &mut Outbox);
     /// The connection to `peer` is gone (closed, timed out, or could not be made).
     fn on_disconnect(&mut self, now: Time, peer: NodeId, out: &mut Outbox);
-    /// The driver's report on a `Msg::Piece` this node sent to `to`: the receiver
-    /// acknowledged all of it (`delivered`), or it was lost with its connection. Every
-    /// driver reports every piece once, so that a node can measure its uplink from what
-    /// its connections drain.
-    fn on_piece_acked(&mut self, now: Time, to: NodeId, seq: u64, index: u16, delivered: bool, out: &mut Outbox) {
-        let _ = (now, to, seq, index, delivered, out);
+    /// How a piece this node sent fared. Every driver reports every piece once, so that
+    /// a node can measure its uplink from what its connections drain.
+    fn on_piece_acked(&mut self, now: Time, ack: PieceAck, out: &mut Outbox) {
+        let _ = (now, ack, out);
     }
 }

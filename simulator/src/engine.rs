@@ -28,7 +28,7 @@ use meshtv_proto::media::{ChannelDescriptor, Container};
 use meshtv_proto::msg::{NatReport, PeerInfo};
 use meshtv_proto::nat::{self, Path, Reachability};
 use meshtv_proto::sign::Broadcaster;
-use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time, TimerId};
+use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, PieceAck, Time, TimerId};
 use meshtv_tracker::Tracker;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -159,6 +159,8 @@ enum Ev {
         seq: u64,
         index: u16,
         delivered: bool,
+        /// The connection's one-way latency.
+        rtt_half_us: u64,
     },
     Arrive {
         viewer: u32,
@@ -640,11 +642,13 @@ impl Engine {
                 self.counters.disconnects += 1;
                 self.apply(node, out);
             }
-            Ev::Acked { node, peer, seq, index, delivered } => {
+            Ev::Acked { node, peer, seq, index, delivered, rtt_half_us } => {
                 let now = self.now;
                 let mut out = std::mem::take(&mut self.outbox);
                 let Some(slot) = self.slot_mut(node) else { return };
-                slot.core.node().on_piece_acked(now, peer, seq, index, delivered, &mut out);
+                let rtt = Duration::from_micros(2 * rtt_half_us);
+                let ack = PieceAck { to: peer, seq, index, delivered, rtt };
+                slot.core.node().on_piece_acked(now, ack, &mut out);
                 self.counters.events += 1;
                 *self.events_by_kind.entry("acked").or_default() += 1;
                 self.apply(node, out);
@@ -828,7 +832,9 @@ impl Engine {
             let at = (self.now + Duration::from_micros(m.latency_us)).max(m.not_before);
             // The sender hears of it as QUIC's acknowledgement would tell it: one latency
             // after the receiver has it.
-            let acked = Ev::Acked { node: m.from, peer: m.to, seq: m.seq, index: m.index, delivered: true };
+            let lat = m.latency_us;
+            let acked =
+                Ev::Acked { node: m.from, peer: m.to, seq: m.seq, index: m.index, delivered: true, rtt_half_us: lat };
             self.push(at + Duration::from_micros(m.latency_us), acked);
             let msg = Msg::Piece { seq: m.seq, index: m.index, data: m.data };
             self.push(at, Ev::Deliver { from: m.from, to: m.to, closures: m.closures, msg });

@@ -7,7 +7,7 @@
 use meshtv_peer::{Fault, Peer, PeerConfig, PeerRole};
 use meshtv_proto::media::{ChannelDescriptor, Container};
 use meshtv_proto::sign::Broadcaster;
-use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time, TimerId};
+use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, PieceAck, Time, TimerId};
 use meshtv_tracker::{Tracker, TrackerConfig};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -84,7 +84,10 @@ impl Swarm {
             match ev {
                 Ev::Msg(from, msg) => core.node().on_message(at, from, msg, &mut out),
                 Ev::Timer(id) => core.node().on_timer(at, id, &mut out),
-                Ev::Acked(peer, seq, index) => core.node().on_piece_acked(at, peer, seq, index, true, &mut out),
+                Ev::Acked(to, seq, index) => {
+                    let ack = PieceAck { to, seq, index, delivered: true, rtt: 2 * self.latency };
+                    core.node().on_piece_acked(at, ack, &mut out)
+                }
             }
             self.apply(to, out);
         }

@@ -69,6 +69,8 @@ pub(crate) enum Event {
         seq: u64,
         index: u16,
         delivered: bool,
+        /// QUIC's round-trip estimate for the connection when it was reported.
+        rtt: Duration,
     },
     /// A rendezvous plan ran out of ways to connect.
     RouteFailed {
@@ -285,7 +287,7 @@ async fn write_loop(
             Err(e) => (Err(e), None),
         };
         if let Some((seq, index)) = piece {
-            report_ack(&events, peer, seq, index, acked).await;
+            report_ack(&events, &conn, peer, seq, index, acked).await;
         }
         if let Err(e) = written {
             // A connection that cannot be written to is of no use; closing it lets the
@@ -300,15 +302,23 @@ async fn write_loop(
 /// Tells the loop how a piece fared: at once when it was never written, else once the
 /// peer acknowledged all of it (or its connection ended first), without holding up the
 /// writer.
-async fn report_ack(events: &mpsc::Sender<Event>, peer: NodeId, seq: u64, index: u16, acked: Option<Acked>) {
+async fn report_ack(
+    events: &mpsc::Sender<Event>,
+    conn: &Connection,
+    peer: NodeId,
+    seq: u64,
+    index: u16,
+    acked: Option<Acked>,
+) {
     let Some(acked) = acked else {
-        let _ = events.send(Event::PieceAcked { peer, seq, index, delivered: false }).await;
+        let lost = Event::PieceAcked { peer, seq, index, delivered: false, rtt: Duration::ZERO };
+        let _ = events.send(lost).await;
         return;
     };
-    let events = events.clone();
+    let (events, conn) = (events.clone(), conn.clone());
     tokio::spawn(async move {
         let delivered = matches!(acked.await, Ok(None));
-        let _ = events.send(Event::PieceAcked { peer, seq, index, delivered }).await;
+        let _ = events.send(Event::PieceAcked { peer, seq, index, delivered, rtt: conn.rtt() }).await;
     });
 }
 

@@ -15,7 +15,7 @@ use crate::socket::{self, RelayLimits, Side, StunServer};
 use crate::stats::{bump, ConnectionStats, TransportStats};
 use crate::timers::Timers;
 use meshtv_proto::msg::{NatReport, PeerInfo, Plan};
-use meshtv_proto::{Msg, Node, NodeId, Outbox, Time};
+use meshtv_proto::{Msg, Node, NodeId, Outbox, PieceAck, Time};
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -309,7 +309,7 @@ impl<C: Node + Send + 'static> EventLoop<C> {
     /// event, since carrying out an outbox never calls the core).
     fn report_lost(&self, peer: NodeId, pieces: &[Option<(u64, u16)>]) {
         for &(seq, index) in pieces.iter().flatten() {
-            let lost = Event::PieceAcked { peer, seq, index, delivered: false };
+            let lost = Event::PieceAcked { peer, seq, index, delivered: false, rtt: Duration::ZERO };
             // A full queue loses the report; the core's own timeout then takes the piece out.
             let _ = self.to_loop.events.try_send(lost);
         }
@@ -417,8 +417,9 @@ impl<C: Node + Send + 'static> EventLoop<C> {
                     self.call(|core, now, out| core.on_message(now, NodeId::TRACKER, msg, out));
                 }
             }
-            Event::PieceAcked { peer, seq, index, delivered } => {
-                self.call(|core, now, out| core.on_piece_acked(now, peer, seq, index, delivered, out));
+            Event::PieceAcked { peer, seq, index, delivered, rtt } => {
+                let ack = PieceAck { to: peer, seq, index, delivered, rtt };
+                self.call(|core, now, out| core.on_piece_acked(now, ack, out));
             }
             Event::Up { peer, link } => self.link_up(peer, link),
             Event::DialFailed { peer, error } => {

@@ -7,7 +7,7 @@ use meshtv_peer::{Peer, PeerConfig, PeerRole};
 use meshtv_proto::media::{ChannelDescriptor, Container};
 use meshtv_proto::msg::PeerInfo;
 use meshtv_proto::sign::Broadcaster;
-use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, Time};
+use meshtv_proto::{ChannelId, Msg, Node, NodeId, Outbox, PieceAck, Time};
 use std::net::SocketAddr;
 
 pub const PIECE_BYTES: u32 = 16 * 1024;
@@ -100,7 +100,8 @@ pub fn ack_all(p: &mut Peer, now: Time, out: &mut Outbox, from: usize) -> usize 
         done += 1;
         if let Msg::Piece { seq, index, .. } = msg {
             let (to, seq, index) = (*to, *seq, *index);
-            p.on_piece_acked(now, to, seq, index, true, out);
+            let ack = PieceAck { to, seq, index, delivered: true, rtt: std::time::Duration::ZERO };
+            p.on_piece_acked(now, ack, out);
         }
     }
     done
@@ -140,7 +141,8 @@ impl Link {
         self.take(now, out);
         while let Some(&(at, to, seq, index)) = self.wire.front().filter(|w| w.0 <= now) {
             self.wire.pop_front();
-            p.on_piece_acked(at, to, seq, index, true, out);
+            let ack = PieceAck { to, seq, index, delivered: true, rtt: std::time::Duration::ZERO };
+            p.on_piece_acked(at, ack, out);
             self.take(at, out);
         }
     }
