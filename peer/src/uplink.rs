@@ -48,6 +48,8 @@ const DEPARTURES_MAX: usize = 1024;
 /// The least time a connection's recent rate is taken over (a round trip of whole
 /// pieces is too lumpy: a piece or none).
 const PIPE_WINDOW: Duration = Duration::from_millis(500);
+/// The least round trip reported over this long is the path's.
+const RTT_FLOOR_WINDOW: Duration = Duration::from_secs(10);
 /// A round trip longer than this is taken as this long: a pipe estimate over seconds
 /// would count a congested queue as the pipe.
 const RTT_MAX: Duration = Duration::from_millis(500);
@@ -78,13 +80,34 @@ struct Pipe {
     inflight: u64,
     /// Since when it has had pieces in flight, or its last acknowledgement if later.
     waiting_since: Time,
+    /// The path's round trip (see `observe_rtt`), and the reports it is the least of
+    /// (increasing: at most one per acknowledgement over `RTT_FLOOR_WINDOW`, fewer as a
+    /// rule).
     rtt: Duration,
+    rtts: VecDeque<(Time, Duration)>,
     /// (when, bytes) acknowledged within the last `window()`.
     acked: VecDeque<(Time, u32)>,
     bytes: u64,
 }
 
 impl Pipe {
+    /// Takes the round trip the driver reports and returns the path's: the least reported
+    /// over `RTT_FLOOR_WINDOW`. QUIC's estimate counts the router's queue, and a departure
+    /// time or pipe taken from it would count the queue as the pipe: the uplink would
+    /// look faster than it is and its queue shorter.
+    fn observe_rtt(&mut self, now: Time, rtt: Duration) -> Duration {
+        // A sliding minimum: reports kept in increasing order, each the least since.
+        while self.rtts.back().is_some_and(|&(_, r)| r >= rtt) {
+            self.rtts.pop_back();
+        }
+        self.rtts.push_back((now, rtt));
+        while self.rtts.front().is_some_and(|&(t, _)| now.since(t) > RTT_FLOOR_WINDOW) {
+            self.rtts.pop_front();
+        }
+        self.rtt = self.rtts.front().map_or(rtt, |&(_, r)| r);
+        self.rtt
+    }
+
     fn window(&self) -> Duration {
         self.rtt.max(PIPE_WINDOW)
     }
@@ -209,12 +232,12 @@ impl Uplink {
         if !ack.delivered {
             return;
         }
-        // When it left the uplink: a round trip before its acknowledgement.
-        let rtt = ack.rtt.min(RTT_MAX);
-        self.depart((now - rtt).max(s.at), s.bytes);
         let pipe = self.pipes.entry(ack.to).or_default();
         pipe.waiting_since = now;
-        pipe.rtt = rtt;
+        let rtt = pipe.observe_rtt(now, ack.rtt.min(RTT_MAX));
+        // When it left the uplink: a round trip (without queue) before its acknowledgement.
+        self.depart((now - rtt).max(s.at), s.bytes);
+        let pipe = self.pipes.entry(ack.to).or_default();
         pipe.acked.push_back((now, s.bytes));
         pipe.bytes += s.bytes as u64;
         pipe.trim(now);
@@ -321,6 +344,20 @@ mod tests {
     /// leave one at a time at the link's rate. Returns the most bytes ever waiting for
     /// the link (sent and not yet started on it).
     fn drive(up: &mut Uplink, link_bps: u64, delay_ms: &[u64], secs: u64, burst: Duration, load: f64) -> u64 {
+        drive_reporting(up, link_bps, delay_ms, secs, burst, load, false)
+    }
+
+    /// `drive`, the round trips reported counting the time each piece waited for the link
+    /// when `queue_in_rtt` (as QUIC's smoothed estimate counts a router's queue).
+    fn drive_reporting(
+        up: &mut Uplink,
+        link_bps: u64,
+        delay_ms: &[u64],
+        secs: u64,
+        burst: Duration,
+        load: f64,
+        queue_in_rtt: bool,
+    ) -> u64 {
         let mut now = Time::ZERO;
         let mut link_free = Time::ZERO;
         // (acknowledged at, child, seq, round trip)
@@ -341,7 +378,8 @@ mod tests {
                 most = most.max(waiting as u64);
                 link_free = start + Duration::from_secs_f64(PIECE as f64 * 8.0 / link_bps as f64);
                 let rtt = Duration::from_millis(2 * delay_ms[child as usize]);
-                acks.push((link_free + rtt, child, seq, rtt));
+                let reported = if queue_in_rtt { rtt + start.since(now) } else { rtt };
+                acks.push((link_free + rtt, child, seq, reported));
                 seq += 1;
             }
             acks.sort_by_key(|a| std::cmp::Reverse(a.0));
@@ -372,6 +410,21 @@ mod tests {
                 let pieces = delays.len() as u64 + 1;
                 let bound = (link as f64 / 8.0 * 2.0 * AHEAD.as_secs_f64()) as u64 + pieces * PIECE as u64;
                 assert!(most <= bound, "link {link}, load {load}: {most} bytes queued, bound {bound}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_round_trip_that_counts_the_queue_does_not_inflate_the_rate() {
+        // A live stream goes idle between segments: the path's round trip shows then, and
+        // the estimate holds to the link. A sender that never goes idle never shows it,
+        // and errs by at most the queue it allows (a quarter here).
+        for (link, delays) in [(4_000_000, vec![20]), (12_000_000, vec![40, 150])] {
+            for (burst, load, most) in [(Duration::from_secs(2), 0.375, 1.05), (Duration::from_secs(1), 4.0, 1.3)] {
+                let mut up = Uplink::new(None);
+                drive_reporting(&mut up, link, &delays, 20, burst, load, true);
+                let r = up.rate_bps() as f64 / link as f64;
+                assert!((0.9..=most).contains(&r), "link {link}, load {load}: estimate {} ({r:.2})", up.rate_bps());
             }
         }
     }
