@@ -63,6 +63,13 @@ const PUSH_QUEUE_MAX: usize = 4096;
 /// 10,000-viewer crowd, and most found nothing to do: this cut its events by 18% with
 /// the same startup, live delay and savings.
 const QUIET_TICKS_MAX: u32 = 5;
+/// Most mesh partners (the tracker's and those that chose this peer): a `Msg::Partner`
+/// beyond it is ignored, so that strangers cannot grow the table (each partner is
+/// announced to and its maps kept).
+const MESH_PARTNERS_MAX: usize = 2 * meshtv_proto::limits::PARTNERS_MAX;
+/// Most peers remembered as banned; the oldest ban gives way (a peer must be among the
+/// last this many caught to stay shut out).
+const BANNED_MAX: usize = 1024;
 
 pub struct Peer {
     cfg: PeerConfig,
@@ -89,8 +96,10 @@ pub struct Peer {
     /// Headers asked for, so one is not asked for twice at once.
     headers_requested: BTreeMap<u64, Time>,
     pending: VecDeque<(NodeId, u64, usize, Bytes)>,
-    /// Peers caught sending bad pieces; never talked to again.
+    /// Peers caught sending bad pieces; never talked to again (the last `BANNED_MAX`,
+    /// oldest first in `banned_order`).
     banned: BTreeSet<NodeId>,
+    banned_order: VecDeque<NodeId>,
     stats: PeerStats,
     last_heartbeat: Option<Time>,
     /// Per completed segment: ms from its creation at the source to complete here (when
@@ -199,6 +208,7 @@ impl Peer {
             headers_requested: BTreeMap::new(),
             pending: VecDeque::new(),
             banned: BTreeSet::new(),
+            banned_order: VecDeque::new(),
             stats: PeerStats::default(),
             last_heartbeat: None,
             ready_delays_ms: Vec::new(),
@@ -687,6 +697,12 @@ impl Peer {
         if !self.banned.insert(peer) {
             return;
         }
+        self.banned_order.push_back(peer);
+        if self.banned_order.len() > BANNED_MAX {
+            if let Some(old) = self.banned_order.pop_front() {
+                self.banned.remove(&old);
+            }
+        }
         self.stats.peers_dropped += 1;
         self.forget(peer);
         self.pending.retain(|p| p.0 != peer);
@@ -788,7 +804,8 @@ impl Peer {
         }
         self.parents = parents;
         for p in partners {
-            if p.id == self.cfg.id || self.banned.contains(&p.id) || self.mesh.contains(&p.id) {
+            let full = self.mesh.len() >= MESH_PARTNERS_MAX;
+            if p.id == self.cfg.id || self.banned.contains(&p.id) || self.mesh.contains(&p.id) || full {
                 continue;
             }
             if !self.partners.contains_key(&p.id) {
@@ -1339,7 +1356,8 @@ impl Node for Peer {
                 }
             }
             Msg::Partner { channel } => {
-                if self.descriptor.as_ref().is_some_and(|d| d.id == channel) && !self.mesh.contains(&from) {
+                let ours = self.descriptor.as_ref().is_some_and(|d| d.id == channel);
+                if ours && !self.mesh.contains(&from) && self.mesh.len() < MESH_PARTNERS_MAX {
                     self.mesh.insert(from);
                     self.partners.entry(from).or_default();
                     self.send_maps(from, 0, out);

@@ -145,3 +145,22 @@ fn requests_in_flight_are_bounded_in_bytes_not_in_pieces() {
     let asked = out.sends.iter().filter(|(to, m)| *to == NodeId(1) && matches!(m, Msg::Request { .. })).count();
     assert_eq!(asked, (512 << 10) / PIECE_BYTES as usize);
 }
+
+#[test]
+fn strangers_cannot_grow_the_mesh_without_bound() {
+    // A viewer in the channel; 500 peers it never heard of ask to be its partners.
+    let b = Broadcaster::from_seed(9);
+    let mut p = Peer::new(PeerConfig::new(NodeId(100), addr(), PeerRole::Viewer { channel: "live".into() }));
+    let now = Time::from_millis(1000);
+    let mut out = Outbox::default();
+    p.on_start(now, &mut out);
+    let source = PeerInfo { id: NodeId(1), addr: addr() };
+    let welcome = Msg::Welcome { descriptor: Box::new(descriptor(&b)), source, live_edge: None };
+    p.on_message(now, NodeId::TRACKER, welcome, &mut out);
+    let channel = descriptor(&b).id;
+    for stranger in 1000..1500 {
+        p.on_message(now, NodeId(stranger), Msg::Partner { channel }, &mut out);
+    }
+    let partners = p.stats(now).partners;
+    assert_eq!(partners, 2 * meshtv_proto::limits::PARTNERS_MAX, "the mesh stops at its bound");
+}
