@@ -151,6 +151,8 @@ pub struct Uplink {
     departures: VecDeque<(Time, u32)>,
     /// The end of the span last sampled: each span is sampled once.
     sampled_to: Time,
+    /// When the pipes were last trimmed (acknowledgements trim their own pipe as they come).
+    aged_at: Option<Time>,
 }
 
 impl Uplink {
@@ -164,6 +166,7 @@ impl Uplink {
             pipes: BTreeMap::new(),
             departures: VecDeque::new(),
             sampled_to: Time::ZERO,
+            aged_at: None,
         }
     }
 
@@ -267,6 +270,11 @@ impl Uplink {
     /// Lets the pipe estimates age: what was acknowledged more than a round trip ago is
     /// no longer in the pipe.
     fn age(&mut self, now: Time) {
+        // Once per instant: a release loop asks for room once per piece it hands over.
+        if self.aged_at == Some(now) {
+            return;
+        }
+        self.aged_at = Some(now);
         for pipe in self.pipes.values_mut() {
             pipe.trim(now);
         }
