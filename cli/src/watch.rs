@@ -34,6 +34,9 @@ pub struct Args {
     pub fault: Option<String>,
 }
 
+/// How often a viewer waiting for its channel asks the tracker again.
+const REJOIN_EVERY: Duration = Duration::from_secs(1);
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let fault = match args.fault.as_deref() {
         None => None,
@@ -67,26 +70,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         core.set_nat(nat);
     }
     let transport = driver.stats();
+    let commands = driver.commands();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let swarm = tokio::spawn(driver.run(async move {
         let _ = stop_rx.await;
     }));
 
-    // Wait for the tracker's answer before telling the user where to point a player.
+    // Wait for the tracker's answer before telling the user where to point a player. A
+    // channel that is not live yet is waited for (a viewer may open its player before
+    // the broadcaster starts): the join is asked again every `REJOIN_EVERY`.
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut waiting_for_channel = false;
+    let mut next_rejoin = Instant::now();
     loop {
         {
             let c = core.lock().expect("core lock");
-            if let Some(reason) = c.rejected() {
-                match reason {
-                    RejectReason::UnknownChannel => {
-                        bail!("channel '{}' is not on tracker {}", args.channel, args.tracker)
+            match c.rejected() {
+                Some(RejectReason::UnknownChannel) => {
+                    if !waiting_for_channel {
+                        println!("waiting: channel '{}' is not live on tracker {} yet", args.channel, args.tracker);
+                        waiting_for_channel = true;
                     }
-                    other => bail!("tracker refused to let us join: {other:?}"),
+                    if Instant::now() >= next_rejoin {
+                        next_rejoin = Instant::now() + REJOIN_EVERY;
+                        let rejoin: meshtv_transport::Command<Peer> = Box::new(|p, _now, out| p.rejoin(out));
+                        if commands.try_send(rejoin).is_err() {
+                            bail!("the swarm connection stopped while waiting for channel '{}'", args.channel);
+                        }
+                    }
                 }
-            }
-            if c.descriptor().is_some() {
-                break;
+                Some(other) => bail!("tracker refused to let us join: {other:?}"),
+                None if c.descriptor().is_some() => break,
+                None => {}
             }
         }
         if swarm.is_finished() {
@@ -95,7 +110,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 _ => Err(anyhow::anyhow!("swarm connection ended before the tracker answered")),
             };
         }
-        if Instant::now() > deadline {
+        if Instant::now() > deadline && !waiting_for_channel {
             bail!("tracker {} did not answer within 10 s", args.tracker);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -251,6 +251,36 @@ impl Peer {
         self.rejected.as_ref()
     }
 
+    /// Asks the tracker again to let this peer in, after a `Reject` (a viewer that came
+    /// before its channel was live waits for it this way).
+    pub fn rejoin(&mut self, out: &mut Outbox) {
+        self.rejected = None;
+        self.introduce(out);
+    }
+
+    /// The NAT report, then the join (or a source's announcement). The NAT first: the
+    /// tracker fills the join with parents and mesh partners this peer reaches without
+    /// the relay only if it knows the NAT by then.
+    fn introduce(&self, out: &mut Outbox) {
+        if let Some(report) = self.traversal.report() {
+            out.send(NodeId::TRACKER, Msg::NatReport { report: Box::new(report.clone()) });
+        }
+        match &self.cfg.role {
+            PeerRole::Source { descriptor, .. } => out.send(
+                NodeId::TRACKER,
+                Msg::Announce {
+                    descriptor: Box::new(descriptor.clone()),
+                    addr: self.cfg.addr,
+                    upload_bps: self.cfg.upload_bps,
+                },
+            ),
+            PeerRole::Viewer { channel } => out.send(
+                NodeId::TRACKER,
+                Msg::Join { channel: channel.clone(), addr: self.cfg.addr, upload_bps: self.cfg.upload_bps },
+            ),
+        }
+    }
+
     pub fn playback(&self) -> &Playback {
         &self.playback
     }
@@ -1301,25 +1331,7 @@ impl Node for Peer {
             .with_start_delay(self.cfg.start_delay)
             .with_catch_up(self.cfg.catch_up);
         self.playback.start_budget = self.cfg.start_budget;
-        // The NAT first: the tracker fills the join with parents and mesh partners this
-        // peer reaches without the relay only if it knows the NAT by then.
-        if let Some(report) = self.traversal.report() {
-            out.send(NodeId::TRACKER, Msg::NatReport { report: Box::new(report.clone()) });
-        }
-        match &self.cfg.role {
-            PeerRole::Source { descriptor, .. } => out.send(
-                NodeId::TRACKER,
-                Msg::Announce {
-                    descriptor: Box::new(descriptor.clone()),
-                    addr: self.cfg.addr,
-                    upload_bps: self.cfg.upload_bps,
-                },
-            ),
-            PeerRole::Viewer { channel } => out.send(
-                NodeId::TRACKER,
-                Msg::Join { channel: channel.clone(), addr: self.cfg.addr, upload_bps: self.cfg.upload_bps },
-            ),
-        }
+        self.introduce(out);
         self.tick(now, out);
     }
 
