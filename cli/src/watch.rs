@@ -81,6 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     // the broadcaster starts): the join is asked again every `REJOIN_EVERY`.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut waiting_for_channel = false;
+    let started = Instant::now();
     let mut next_rejoin = Instant::now();
     loop {
         {
@@ -112,6 +113,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         if Instant::now() > deadline && !waiting_for_channel {
             bail!("tracker {} did not answer within 10 s", args.tracker);
+        }
+        // `--duration` bounds the wait too: a run that was to stop by then gives up.
+        if let Some(secs) = args.duration.filter(|&d| waiting_for_channel && started.elapsed().as_secs_f64() > d) {
+            bail!("channel '{}' did not go live on tracker {} within {secs} s", args.channel, args.tracker);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -47,7 +47,10 @@ fn busy_http_port() {
 fn unknown_channel_and_busy_tracker_port() {
     let mut tracker = Proc::spawn("tracker", &["tracker".into(), "--listen".into(), "127.0.0.1:0".into()]);
     let addr = tracker.expect_line("tracker listening on ", Duration::from_secs(20));
-    one_error_line(&["watch", "--tracker", &addr, "--http", "127.0.0.1:0", "nosuchchannel"], "nosuchchannel");
+    // A channel that is not live is waited for (tests/tests/late_channel.rs), within
+    // `--duration` when one is given.
+    let watch = ["watch", "--tracker", &addr, "--http", "127.0.0.1:0", "--duration", "2", "nosuchchannel"];
+    one_error_line(&watch, "nosuchchannel");
     one_error_line(&["tracker", "--listen", &addr], &addr);
 }
 
