@@ -66,7 +66,8 @@ pub struct PeerConfig {
     /// Most children this peer serves, whatever the tracker says. An origin that serves
     /// every viewer (the simulator's origin-only baseline) raises it.
     pub children_max: usize,
-    /// The most this peer may upload, bits per second (`--upload-kbps`): a cap on the
+    /// The most this peer may upload, bits per second (an operator's limit; no CLI flag
+    /// sets it yet, `--upload-kbps` being the declared upload): a cap on the
     /// rate the peer measures of its uplink (see [`crate::uplink`]), never a claim. Pull
     /// requests are declined (`NoPiece`, so the asker goes elsewhere at once) while more
     /// than `serve_horizon` of data is in flight and queued: an answer that would arrive

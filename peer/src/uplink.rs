@@ -24,7 +24,7 @@
 //! answers): the link stays busy whenever the peer has something to send, so the samples
 //! reach the link's real rate, while the router's queue stays short and control messages
 //! and urgent pieces are not stuck behind seconds of media. An operator's cap
-//! (`--upload-kbps`) bounds the estimate; it is never a claim.
+//! (`PeerConfig::uplink_cap_bps`) bounds the estimate; it is never a claim.
 
 use meshtv_proto::{NodeId, PieceAck, Time};
 use std::collections::{BTreeMap, VecDeque};
@@ -238,12 +238,11 @@ impl Uplink {
         let pipe = self.pipes.entry(ack.to).or_default();
         pipe.waiting_since = now;
         let rtt = pipe.observe_rtt(now, ack.rtt.min(RTT_MAX));
-        // When it left the uplink: a round trip (without queue) before its acknowledgement.
-        self.depart((now - rtt).max(s.at), s.bytes);
-        let pipe = self.pipes.entry(ack.to).or_default();
         pipe.acked.push_back((now, s.bytes));
         pipe.bytes += s.bytes as u64;
         pipe.trim(now);
+        // When it left the uplink: a round trip (without queue) before its acknowledgement.
+        self.depart((now - rtt).max(s.at), s.bytes);
         self.sample_rate(now);
     }
 
@@ -267,8 +266,8 @@ impl Uplink {
         self.pipes.remove(&peer);
     }
 
-    /// Lets the pipe estimates age: what was acknowledged more than a round trip ago is
-    /// no longer in the pipe.
+    /// Lets the pipe estimates age: what was acknowledged longer ago than a connection's
+    /// window (`Pipe::window`) no longer counts toward its recent rate.
     fn age(&mut self, now: Time) {
         // Once per instant: a release loop asks for room once per piece it hands over.
         if self.aged_at == Some(now) {
